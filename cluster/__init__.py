@@ -1,0 +1,1 @@
+"""Cluster plumbing: Ray cluster configs, runtime env, submitit/SLURM launchers. No learning logic."""

@@ -1,0 +1,113 @@
+"""Model configuration dataclasses: `ModelConfig` (backbone, vision tower, heads) and `VQConfig`.
+
+Pure dataclasses, no I/O. `components.config` builds them from params.yaml (`model:` section)
+and checks types and the `ge`/`gt`/`le`/`lt` bounds in each field's metadata; `validate()`
+raises ``ValueError("field: reason")`` for rules spanning several fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _f(**bounds: float) -> object:
+    return field(metadata=bounds)
+
+
+@dataclass(frozen=True)
+class VQConfig:
+    """MagVIT-v2-style VQ image tokenizer: conv encoder, lookup-free quantiser, conv decoder."""
+
+    # side of the square image fed to the tokenizer, px
+    image_size: int = _f(ge=8)
+    # spatial downsampling factor (a power of two); tokens per image = (image_size / downsample)^2
+    downsample: int = _f(ge=2)
+    # lookup-free quantiser code dimension; the codebook has 2**codebook_bits codes
+    codebook_bits: int = _f(ge=1, le=18)
+    # channels of the first conv stage
+    base_channels: int = _f(ge=1)
+    # residual blocks per resolution
+    num_res_blocks: int = _f(ge=0)
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of discrete codes."""
+        return 2**self.codebook_bits
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Codes per image (the side is image_size / downsample)."""
+        return (self.image_size // self.downsample) ** 2
+
+    def validate(self) -> None:
+        """Cross-field checks."""
+        if self.downsample & (self.downsample - 1):
+            raise ValueError(f"downsample: must be a power of two, got {self.downsample}")
+        if self.image_size % self.downsample:
+            raise ValueError(f"image_size: must be divisible by downsample ({self.downsample}), got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """UP-VLA: Phi backbone + CLIP vision tower + VQ codes + MAP action head (or RT-2 action tokens)."""
+
+    # local transformers Phi (or Show-o LLM) folder to load; null = random init at the sizes below
+    backbone_path: str | None
+    # plain language-model folder (Phi-1.5) used when backbone_init is `llm`; null = random init
+    llm_path: str | None
+    # `unified`: start from backbone_path (a Show-o-style VLM); `llm`: from llm_path (LLM only, no MMU)
+    backbone_init: Literal["unified", "llm"]
+    # local transformers CLIP vision folder to load; null = random init at the sizes below
+    vision_path: str | None
+    # text vocabulary of the tokenizer (Phi-1.5: 50295); special tokens and VQ codes are appended
+    text_vocab_size: int = _f(ge=1)
+    # backbone width
+    hidden_size: int = _f(ge=8)
+    # backbone transformer layers
+    num_layers: int = _f(ge=1)
+    # backbone attention heads
+    num_heads: int = _f(ge=1)
+    # backbone MLP width
+    intermediate_size: int = _f(ge=1)
+    # longest sequence the backbone's rotary tables cover, tokens
+    max_position_embeddings: int = _f(ge=16)
+    # fraction of each head's dimension that is rotated (Phi: 0.5)
+    partial_rotary_factor: float = _f(gt=0.0, le=1.0)
+    # CLIP vision tower width
+    vision_hidden_size: int = _f(ge=8)
+    # CLIP vision tower layers
+    vision_layers: int = _f(ge=1)
+    # CLIP vision tower heads
+    vision_heads: int = _f(ge=1)
+    # CLIP input side, px
+    vision_image_size: int = _f(ge=8)
+    # CLIP patch side, px
+    vision_patch_size: int = _f(ge=1)
+    # freeze the vision tower (the paper does); the projector always trains
+    freeze_vision: bool
+    # VQ image tokenizer
+    vq: VQConfig
+    # camera views whose codes form the image block: 1 = static, 2 = static + gripper
+    num_views: int = _f(ge=1, le=2)
+    # actions predicted per forward (k action queries); the paper: 10
+    chunk_len: int = _f(ge=1)
+    # how far ahead the predicted future frame is, control steps; the paper: 10
+    delta_t: int = _f(ge=1)
+    # action dimension: 6-D relative pose + gripper
+    action_dim: int = _f(ge=2)
+    # `map`: MAP head regressing a chunk (UP-VLA); `tokens`: discretised actions decoded as tokens (RT-2)
+    action_head: Literal["map", "tokens"]
+    # bins per action dimension for the `tokens` head
+    action_bins: int = _f(ge=2)
+    # longest instruction (+ scene description) in text tokens
+    max_text_len: int = _f(ge=1)
+
+    def validate(self) -> None:
+        """Cross-field checks."""
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size: must be divisible by num_heads ({self.num_heads})")
+        if self.vision_hidden_size % self.vision_heads:
+            raise ValueError(f"vision_hidden_size: must be divisible by vision_heads ({self.vision_heads})")
+        if self.vision_image_size % self.vision_patch_size:
+            raise ValueError("vision_image_size: must be divisible by vision_patch_size")
