@@ -84,6 +84,9 @@ class ModelConfig:
     vision_image_size: int = _f(ge=8)
     # CLIP patch side, px
     vision_patch_size: int = _f(ge=1)
+    # hidden layer whose patch features feed the projector, counted from the end (LLaVA/Show-o: -2);
+    # the layers after it are dropped from the tower, so every kept parameter is used
+    vision_feature_layer: int = _f(le=-1)
     # freeze the vision tower (the paper does); the projector always trains
     freeze_vision: bool
     # VQ image tokenizer
@@ -100,8 +103,12 @@ class ModelConfig:
     action_head: Literal["map", "tokens"]
     # bins per action dimension for the `tokens` head
     action_bins: int = _f(ge=2)
-    # longest instruction (+ scene description) in text tokens
+    # attention heads of the MAP action head's latent query (the reference: 8)
+    map_heads: int = _f(ge=1)
+    # longest instruction in text tokens
     max_text_len: int = _f(ge=1)
+    # longest scene description (MMU-conditioned prompt), text tokens; also the generation budget
+    max_description_len: int = _f(ge=1)
 
     def validate(self) -> None:
         """Cross-field checks."""
@@ -111,3 +118,28 @@ class ModelConfig:
             raise ValueError(f"vision_hidden_size: must be divisible by vision_heads ({self.vision_heads})")
         if self.vision_image_size % self.vision_patch_size:
             raise ValueError("vision_image_size: must be divisible by vision_patch_size")
+        if -self.vision_feature_layer > self.vision_layers:
+            raise ValueError(f"vision_feature_layer: the tower has only {self.vision_layers} layers")
+        if self.hidden_size % self.map_heads:
+            raise ValueError(f"map_heads: must divide hidden_size ({self.hidden_size})")
+        if self.robot_sequence_len > self.max_position_embeddings:
+            raise ValueError(f"max_position_embeddings: the longest robot sequence needs {self.robot_sequence_len} "
+                             f"positions (views, text lengths, chunk), got {self.max_position_embeddings}")
+
+    @property
+    def vision_tokens(self) -> int:
+        """Continuous image tokens per CLIP image (patches, CLS dropped)."""
+        return (self.vision_image_size // self.vision_patch_size) ** 2
+
+    @property
+    def action_tokens_len(self) -> int:
+        """Positions after the image block: k queries (`map`) or <|act|> + 7k-1 action tokens (`tokens`)."""
+        return self.chunk_len if self.action_head == "map" else self.chunk_len * self.action_dim
+
+    @property
+    def robot_sequence_len(self) -> int:
+        """Longest PRE/ACT sequence: task token, CLIP block, description, instruction, VQ block, actions."""
+        clip_block = self.vision_tokens + 2
+        vq_block = self.num_views * self.vq.tokens_per_image + 2
+        return (1 + clip_block + self.max_description_len + self.max_text_len + vq_block
+                + self.action_tokens_len)
