@@ -58,10 +58,15 @@ class MAPHead(nn.Module):
         x = self.proj(states)
         latent = self.latent.expand(x.shape[0], -1, -1).to(x.dtype)
         pooled, _ = self.attn(latent, x, x, need_weights=False)
-        # norms in fp32: under bf16 autocast their fp32 weights would otherwise force the unfused kernel
-        pooled = self.norm_attn((latent + pooled).float())
-        pooled = self.norm_mlp((pooled + self.mlp(pooled)).float())
+        pooled = _fp32_norm(self.norm_attn, latent + pooled)
+        pooled = _fp32_norm(self.norm_mlp, pooled + self.mlp(pooled))
         return self.to_actions(pooled[:, 0]).view(-1, self.chunk_len, self.action_dim)
+
+
+def _fp32_norm(norm: nn.RMSNorm, x: Tensor) -> Tensor:
+    """RMSNorm computed in fp32 and returned in x's dtype (bf16 autocast or bf16 weights alike)."""
+    out = F.rms_norm(x.float(), norm.normalized_shape, norm.weight.float(), norm.eps)
+    return out.to(x.dtype)
 
 
 def actions_from_outputs(raw: Tensor) -> Tensor:

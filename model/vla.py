@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from model.backbone import build_phi, build_vision_tower
 from model.batches import IGNORE, MMUBatch, Prediction, RobotBatch, TrainBatch
 from model.config import ModelConfig
+from model.generation import decode_action_bins, generate_text
 from model.heads import ActionBinner, MAPHead, actions_from_outputs
 from model.losses import LossWeights, action_loss, action_token_loss, future_image_loss, understanding_loss
 from model.pretrained import PretrainedMixin
@@ -77,7 +78,8 @@ class VLAModel(PretrainedMixin, nn.Module):
 
     def encode_images(self, pixel_values: Tensor) -> Tensor:
         """(B, 3, s, s) CLIP-normalised images -> (B, M, D) continuous image tokens (CLS dropped)."""
-        feats = self.vision(pixel_values=pixel_values).last_hidden_state[:, 1:]
+        dtype = self.vision.embeddings.patch_embedding.weight.dtype  # bf16 when the model was cast for inference
+        feats = self.vision(pixel_values=pixel_values.to(dtype)).last_hidden_state[:, 1:]
         return self.projector(feats)
 
     def logits(self, hidden: Tensor, rows: slice) -> Tensor:
@@ -217,8 +219,6 @@ class VLAModel(PretrainedMixin, nn.Module):
             decode_images: also decode the predicted codes to pixels (visualisation only; costs a VQ decode).
             bf16: run under bf16 autocast where supported.
         """
-        from model.generation import decode_action_bins
-
         device = inputs.current_codes.device
         with bf16_autocast(device, bf16):
             if self.action_head is not None:
@@ -255,8 +255,6 @@ class VLAModel(PretrainedMixin, nn.Module):
         Returns:
             (B, n) long text ids without eos, [PAD]-padded: ready as `RobotBatch.description_ids`.
         """
-        from model.generation import generate_text
-
         budget = self.cfg.max_description_len if max_new_tokens is None else max_new_tokens
         with bf16_autocast(pixel_values.device, bf16):
             return generate_text(self, pixel_values, prompt_ids, budget, use_cache=use_cache)

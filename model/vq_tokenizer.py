@@ -191,7 +191,8 @@ class VQTokenizer(nn.Module):
     def latents(self, images: Tensor) -> Tensor:
         """(B, 3, S, S) -> (B, N, bits) channel-last encoder latents, N = grid^2 row-major."""
         self._check_images(images)
-        return self.encoder(images).flatten(2).transpose(1, 2)
+        dtype = self.encoder.net[0].weight.dtype  # bf16 when the model was cast for inference
+        return self.encoder(images.to(dtype)).flatten(2).transpose(1, 2)
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
@@ -212,7 +213,8 @@ class VQTokenizer(nn.Module):
             raise ValueError(f"VQTokenizer.decode: expected codes (B, {self.grid ** 2}), got {tuple(codes.shape)}")
         if codes.min() < 0 or codes.max() >= self.quantizer.codebook_size:
             raise ValueError(f"VQTokenizer.decode: codes must lie in [0, {self.quantizer.codebook_size})")
-        return self.decode_corners(self.quantizer.codes_to_corners(codes)).clamp(-1, 1)
+        corners = self.quantizer.codes_to_corners(codes).to(self.decoder.net[0].weight.dtype)
+        return self.decode_corners(corners).clamp(-1, 1).float()
 
     def training_loss(self, images: Tensor, *, entropy_weight: float) -> tuple[Tensor, dict[str, Tensor]]:
         """Reconstruction + LFQ terms for one batch.

@@ -149,3 +149,16 @@ def test_bf16_autocast_runs_and_stays_close(model):
         bf16, _ = model(batch, FULL)
     assert bf16.dtype == torch.float32  # losses are computed in fp32
     assert abs(bf16.item() - fp32.item()) < 0.05 * fp32.item()
+
+
+def test_a_model_cast_to_bf16_predicts_like_fp32(model):
+    """Inference may cast the weights once (no per-call autocast casts); inputs are cast to match."""
+    inputs = robot_batch(model.cfg, batch=2, conditioned=True, targets=False)
+    reference = model.predict(inputs, bf16=False)
+    cast = VLAModel(model.cfg).eval()
+    cast.load_state_dict(model.state_dict())
+    cast = cast.to(torch.bfloat16)
+    pred = cast.predict(inputs, bf16=False, decode_images=True)
+    assert pred.actions.dtype == torch.float32 and pred.future_images.dtype == torch.float32
+    assert (pred.actions[..., :6] - reference.actions[..., :6]).abs().max() < 0.1
+    assert cast.generate_description(inputs.scene_pixels, inputs.instruction_ids, max_new_tokens=4).shape[0] == 2
