@@ -117,6 +117,10 @@ class VLAModel(PretrainedMixin, nn.Module):
         expected = self.cfg.num_views * self.cfg.vq.tokens_per_image
         if codes.dim() != 2 or codes.shape[1] != expected:
             raise ValueError(f"RobotBatch.current_codes: expected (B, {expected}), got {tuple(codes.shape)}")
+        low, high = torch.aminmax(codes)
+        if low < 0 or high >= self.cfg.vq.codebook_size:  # an offset code would silently become another token
+            raise ValueError(f"RobotBatch.current_codes: must lie in [0, {self.cfg.vq.codebook_size}), "
+                             f"got [{low.item()}, {high.item()}] (raw codebook indices, not vocabulary ids)")
         segments = [self._task_token(self.layout.pre_id, codes.shape[0], codes.device)]
         if batch.conditioned:
             segments.append(self._image_block("scene", self.encode_images(batch.scene_pixels)))

@@ -91,6 +91,8 @@ def test_zero_weight_terms_are_skipped_and_need_no_inputs(model):
     (lambda c: TrainBatch(mmu=mmu_batch(c)), LossWeights(0, 1, 0), "TrainBatch.robot: required"),
     (lambda c: TrainBatch(dataclasses.replace(robot_batch(c), current_codes=torch.zeros(3, 5, dtype=torch.long))),
      LossWeights(0, 1, 0), r"current_codes: expected \(B, 16\)"),
+    (lambda c: TrainBatch(dataclasses.replace(robot_batch(c), current_codes=torch.full((3, 16), 64))),
+     LossWeights(0, 1, 0), r"current_codes: must lie in \[0, 64\)"),
 ])
 def test_missing_or_malformed_inputs_name_the_field(model, batch, weights, message):
     with pytest.raises(ValueError, match=message):
