@@ -114,13 +114,7 @@ class VLAModel(PretrainedMixin, nn.Module):
     def robot_sequence(self, batch: RobotBatch, action_ids: Tensor | None) -> PackedSequence:
         """Pack a PRE/ACT sequence; `action_ids` (B, n) are appended after the image block (None: no actions)."""
         codes = batch.current_codes
-        expected = self.cfg.num_views * self.cfg.vq.tokens_per_image
-        if codes.dim() != 2 or codes.shape[1] != expected:
-            raise ValueError(f"RobotBatch.current_codes: expected (B, {expected}), got {tuple(codes.shape)}")
-        low, high = torch.aminmax(codes)
-        if low < 0 or high >= self.cfg.vq.codebook_size:  # an offset code would silently become another token
-            raise ValueError(f"RobotBatch.current_codes: must lie in [0, {self.cfg.vq.codebook_size}), "
-                             f"got [{low.item()}, {high.item()}] (raw codebook indices, not vocabulary ids)")
+        self._check_codes(codes)
         segments = [self._task_token(self.layout.pre_id, codes.shape[0], codes.device)]
         if batch.conditioned:
             segments.append(self._image_block("scene", self.encode_images(batch.scene_pixels)))
@@ -179,6 +173,9 @@ class VLAModel(PretrainedMixin, nn.Module):
         valid = seq.valid[:, text]
         if (valid[:, 1:] & ~valid[:, :-1]).any():
             raise ValueError("MMUBatch.input_ids: text must be right-padded ([PAD] only at the end)")
+        if batch.labels.shape != batch.input_ids.shape:
+            raise ValueError(f"MMUBatch.labels: shape {tuple(batch.labels.shape)} differs from input_ids "
+                             f"{tuple(batch.input_ids.shape)}")
         answer = batch.labels != IGNORE
         if not answer.any():
             raise ValueError("MMUBatch.labels: no answer tokens to train on")
@@ -193,6 +190,7 @@ class VLAModel(PretrainedMixin, nn.Module):
             raise ValueError("RobotBatch.future_codes: required when lambda_pre > 0")
         if with_actions and batch.actions is None:
             raise ValueError("RobotBatch.actions: required when lambda_act > 0")
+        self._check_targets(batch, weights)
         bins = self.binner.to_bins(batch.actions) if with_actions and self.action_head is None else None
         b, device = batch.current_codes.shape[0], batch.current_codes.device
         ids = self.action_query_ids(b, device, bins) if with_actions else None
@@ -211,6 +209,24 @@ class VLAModel(PretrainedMixin, nn.Module):
                     self.cfg.action_dim, dim=1)
                 terms["act"] = action_token_loss(self.logits(states, self.layout.bin_slice), bins.flatten(1), mask)
         return terms, parts
+
+    def _check_codes(self, codes: Tensor) -> None:
+        expected = self.cfg.num_views * self.cfg.vq.tokens_per_image
+        if codes.dim() != 2 or codes.shape[1] != expected:
+            raise ValueError(f"RobotBatch.current_codes: expected (B, {expected}), got {tuple(codes.shape)}")
+        low, high = torch.aminmax(codes)
+        if low < 0 or high >= self.cfg.vq.codebook_size:  # an offset code would silently become another token
+            raise ValueError(f"RobotBatch.current_codes: must lie in [0, {self.cfg.vq.codebook_size}), "
+                             f"got [{low.item()}, {high.item()}] (raw codebook indices, not vocabulary ids)")
+
+    def _check_targets(self, batch: RobotBatch, weights: LossWeights) -> None:
+        b, n = batch.current_codes.shape[0], self.cfg.num_views * self.cfg.vq.tokens_per_image
+        if weights.pre > 0 and batch.future_codes.shape != (b, n):
+            raise ValueError(f"RobotBatch.future_codes: expected {(b, n)}, got {tuple(batch.future_codes.shape)}")
+        chunk = (b, self.cfg.chunk_len, self.cfg.action_dim)
+        if weights.act > 0 and batch.actions.shape != chunk:
+            raise ValueError(f"RobotBatch.actions: expected (B, chunk_len, action_dim) = {chunk}, "
+                             f"got {tuple(batch.actions.shape)}")
 
     # ----------------------------------------------------------------- inference
 

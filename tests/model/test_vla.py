@@ -93,6 +93,12 @@ def test_zero_weight_terms_are_skipped_and_need_no_inputs(model):
      LossWeights(0, 1, 0), r"current_codes: expected \(B, 16\)"),
     (lambda c: TrainBatch(dataclasses.replace(robot_batch(c), current_codes=torch.full((3, 16), 64))),
      LossWeights(0, 1, 0), r"current_codes: must lie in \[0, 64\)"),
+    (lambda c: TrainBatch(dataclasses.replace(robot_batch(c), actions=torch.zeros(3, 10, 7))),
+     LossWeights(0, 0, 1), r"actions: expected \(B, chunk_len, action_dim\) = \(3, 4, 7\)"),
+    (lambda c: TrainBatch(dataclasses.replace(robot_batch(c), future_codes=torch.zeros(3, 8, dtype=torch.long))),
+     LossWeights(0, 1, 0), r"future_codes: expected \(3, 16\)"),
+    (lambda c: TrainBatch(mmu=dataclasses.replace(mmu_batch(c), labels=torch.zeros(3, 4, dtype=torch.long))),
+     LossWeights(1, 0, 0), "MMUBatch.labels: shape"),
 ])
 def test_missing_or_malformed_inputs_name_the_field(model, batch, weights, message):
     with pytest.raises(ValueError, match=message):
