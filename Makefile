@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 # System packages the tests need (pyrealsense2 needs libusb at import time).
 APT_PACKAGES := libusb-1.0-0
+# A real single-node SLURM for the `slurm` tests (tests/fixtures/local_slurm.py starts it as root).
+APT_PACKAGES += munge slurmctld slurmd slurm-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

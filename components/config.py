@@ -206,6 +206,28 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """Defaults of SLURM jobs launched by `python -m cluster.slurm` (cluster/resources.py: WorkerResources)."""
+
+    # job folders go to <log_dir>/<job id>/, relative to the project root (a file system the nodes share)
+    log_dir: str
+    # partition; null = the cluster's default partition
+    partition: str | None
+    # nodes per job
+    nodes: int = _f(ge=1)
+    # processes per node (one Ray node per task in a Ray-on-SLURM job)
+    tasks_per_node: int = _f(ge=1)
+    # CPU cores per task
+    cpus_per_task: int = _f(ge=1)
+    # GPUs per node
+    gpus_per_node: int = _f(ge=0)
+    # memory per node, GiB; null = the cluster's default
+    mem_gb: float | None = _f(gt=0.0)
+    # wall-clock limit per job, minutes
+    time_min: int = _f(ge=1)
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow. `MLFLOW_TRACKING_URI` in the environment overrides `db`."""
 
@@ -232,6 +254,7 @@ class ProjectConfig:
     tune: TrainConfig
     evaluate: EvaluateConfig
     cluster: ClusterConfig
+    slurm: SlurmConfig
     tracking: TrackingConfig
     # preset name -> dotted overrides; the one named by experiment.preset is already applied
     presets: dict[str, dict[str, Any]]

@@ -55,6 +55,35 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def local_slurm():
+    """A real single-node SLURM (munged, slurmctld, slurmd) on localhost for the session.
+
+    Partitions `main` (default) and `robot`; while it runs, `SLURM_CONF` in os.environ points at it,
+    so sbatch/squeue/srun and submitit (cluster.slurm) use it. Setup: tests/fixtures/local_slurm.py.
+    """
+    from tests.fixtures.local_slurm import missing_tools, running_slurm
+
+    missing = missing_tools()
+    require(not missing, f"SLURM and munge ({', '.join(missing)} missing; `make test` installs them)")
+    require(os.geteuid() == 0, "a local SLURM needs root: slurmd starts jobs as their user")
+    with running_slurm() as slurm:
+        yield slurm
+
+
+@pytest.fixture(scope="session")
+def local_ray_head():
+    """A `ray start --head` on 127.0.0.1 with its job server, token auth and a private temp dir.
+
+    Yields a LocalRayHead: `.address` (http://, for `ray job submit`), `.gcs_address`, and `.env`, the
+    environment a client subprocess needs (a bare `ray job submit --working-dir . -- ...` works with it).
+    """
+    from tests.fixtures.local_ray import running_ray_head
+
+    with running_ray_head(num_cpus=2) as head:
+        yield head
+
+
 @pytest.fixture
 def tracking_target(tmp_path):
     """A fresh sqlite MLflow store + artifact folder under tmp_path."""
