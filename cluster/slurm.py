@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from submitit.core.utils import FailedSubmissionError
+from submitit.core.utils import FailedJobError, FailedSubmissionError
 from submitit.slurm.slurm import SlurmExecutor, SlurmInfoWatcher, SlurmJob
 
 from cluster.commands import PROJECT_ROOT, VENV_BIN, run_command
@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 class SlurmUnavailableError(RuntimeError):
     """This machine cannot submit SLURM jobs (no `sbatch`/`srun`)."""
+
+
+class SlurmSubmissionError(RuntimeError):
+    """sbatch refused a job (unknown partition, impossible resources, bad begin time...); sbatch's words follow."""
 
 
 class QueueWatcher(SlurmInfoWatcher):
@@ -106,9 +110,14 @@ def make_executor(resources: WorkerResources, log_dir: str | Path, *, name: str,
 
 
 def format_begin(begin: datetime | str) -> str:
-    """An sbatch --begin value: datetimes as local `YYYY-MM-DDTHH:MM:SS`, strings passed through (SLURM parses them)."""
+    """An sbatch --begin value: datetimes as local `YYYY-MM-DDTHH:MM:SS`, strings passed through (SLURM parses them).
+
+    SLURM reads the value in its own time zone; a naive datetime is taken to be local time here, an
+    aware one is converted to it (the login node and the controller are assumed to share a zone).
+    """
     if isinstance(begin, datetime):
-        return begin.strftime("%Y-%m-%dT%H:%M:%S")
+        local = begin.astimezone() if begin.tzinfo is not None else begin
+        return local.strftime("%Y-%m-%dT%H:%M:%S")
     if not begin.strip():
         raise ValueError("begin: empty; give a time such as 2026-12-01T02:00, now+2hours, tomorrow or 22:00")
     return begin.strip()
@@ -116,9 +125,17 @@ def format_begin(begin: datetime | str) -> str:
 
 def submit_function(fn: Callable[..., Any], *args: Any, resources: WorkerResources, log_dir: str | Path,
                     name: str | None = None, begin: datetime | str | None = None, **kwargs: Any) -> ProjectSlurmJob:
-    """Run `fn(*args, **kwargs)` as a SLURM job (once per task); `.result()` returns its value."""
+    """Run `fn(*args, **kwargs)` as a SLURM job (once per task); `.result()` returns its value.
+
+    Raises:
+        SlurmUnavailableError: no SLURM client tools here.
+        SlurmSubmissionError: sbatch refused the job; the message quotes it.
+    """
     executor = make_executor(resources, log_dir, name=name or f"upvla-{fn.__name__}", begin=begin)
-    return executor.submit(fn, *args, **kwargs)
+    try:
+        return executor.submit(fn, *args, **kwargs)
+    except (FailedJobError, FailedSubmissionError) as err:  # submitit runs sbatch as a "job" and says so
+        raise SlurmSubmissionError(f"sbatch refused the job ({resources}): {str(err).strip()}") from err
 
 
 def submit_command(command: Sequence[str], *, resources: WorkerResources, log_dir: str | Path,
@@ -223,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         slurm = load_config(args.params, profile=args.profile).slurm
         resources = _resources_from_args(WorkerResources.from_config(slurm), args)
         job = _submit(args, command, resources, log_dir=PROJECT_ROOT / (args.log_dir or slurm.log_dir))
-    except (ConfigError, ValueError, SlurmUnavailableError, FailedSubmissionError) as err:
+    except (ConfigError, ValueError, SlurmUnavailableError, SlurmSubmissionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"submitted job {job.job_id} ({args.kind}); folder {job.paths.folder}")

@@ -14,6 +14,9 @@ from cluster.ray_on_slurm import RayClusterSummary
 from cluster.resources import WorkerResources
 from cluster.slurm import submit_ray_cluster
 
+# a job that hangs must fail the test, not the whole session
+pytestmark = pytest.mark.timeout(240)
+
 # Spreads 4 one-CPU tasks over the cluster and reports what it saw.
 DRIVER = """
 import json, sys, time

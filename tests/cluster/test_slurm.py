@@ -3,17 +3,20 @@ DVC pipelines and stages, begin times, partitions, failures and the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from cluster.commands import CommandSummary
 from cluster.resources import WorkerResources
 from cluster.slurm import (
+    SlurmSubmissionError,
     SlurmUnavailableError,
+    format_begin,
     make_executor,
     submit_command,
     submit_function,
@@ -23,6 +26,8 @@ from cluster.slurm import (
 from components.config import load_config
 from tests.conftest import PROJECT_ROOT
 
+# a job that hangs must fail the test, not the whole session
+pytestmark = pytest.mark.timeout(240)
 ONE_CPU = WorkerResources(cpus_per_task=1, mem_gb=1, time_min=10)
 PARAMS = PROJECT_ROOT / "params.yaml"
 
@@ -31,6 +36,16 @@ def test_without_slurm_the_error_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
     with pytest.raises(SlurmUnavailableError, match="SLURM is not available here: sbatch, srun, squeue"):
         make_executor(ONE_CPU, tmp_path, name="x")
+
+
+def test_begin_times_are_written_the_way_sbatch_reads_them():
+    assert format_begin(datetime(2026, 12, 1, 2, 30)) == "2026-12-01T02:30:00"
+    aware = datetime(2026, 12, 1, 2, 30, tzinfo=timezone(timedelta(hours=5)))
+    # SLURM reads local time: the written value, read as local time, is the same instant
+    assert datetime.fromisoformat(format_begin(aware)).timestamp() == aware.timestamp()
+    assert format_begin(" now+2hours ") == "now+2hours"
+    with pytest.raises(ValueError, match="begin: empty"):
+        format_begin(" ")
 
 
 @pytest.mark.slurm
@@ -93,6 +108,15 @@ def test_a_job_runs_on_the_partition_it_names(local_slurm, tmp_path):
     job = submit_command(["sh", "-c", "echo $SLURM_JOB_PARTITION"], resources=res, log_dir=tmp_path)
     job.result()
     assert "robot" in job.stdout().splitlines()
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("change, begin, says", [({"partition": "gpu"}, None, "invalid partition"),
+                                                 ({"mem_gb": 100_000}, None, "node configuration is not available"),
+                                                 ({}, "not-a-time", "Invalid --begin specification")])
+def test_a_job_sbatch_refuses_is_reported_with_sbatchs_reason(local_slurm, tmp_path, change, begin, says):
+    with pytest.raises(SlurmSubmissionError, match=f"sbatch refused the job (?s:.*){says}"):
+        submit_command(["true"], resources=dataclasses.replace(ONE_CPU, **change), log_dir=tmp_path, begin=begin)
 
 
 @pytest.mark.slurm
