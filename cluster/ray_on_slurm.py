@@ -47,21 +47,26 @@ class RayClusterSummary:
 
 @dataclass(frozen=True)
 class _Rendezvous:
-    """The files through which a job's tasks meet, in the job folder."""
+    """The files through which a job's tasks meet, in the job folder.
+
+    Named per attempt (SLURM_RESTART_COUNT): a requeued job reuses its folder, and its workers must
+    not join the address, or leave on the `done` marker, of the previous attempt's head.
+    """
 
     folder: Path
+    attempt: str
 
     @property
     def token(self) -> Path:
-        return self.folder / "ray_auth_token"
+        return self.folder / f"ray_auth_token.{self.attempt}"
 
     @property
     def head(self) -> Path:
-        return self.folder / "ray_head.json"
+        return self.folder / f"ray_head.{self.attempt}.json"
 
     @property
     def done(self) -> Path:
-        return self.folder / "ray_done"
+        return self.folder / f"ray_done.{self.attempt}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ def run_ray_node(command: Sequence[str], cwd: str | Path = PROJECT_ROOT) -> RayC
     import submitit
 
     job = submitit.JobEnvironment()
-    meeting = _Rendezvous(job.paths.folder)
+    meeting = _Rendezvous(job.paths.folder, attempt=os.environ.get("SLURM_RESTART_COUNT", "0"))
     num_cpus = _task_cpus()
     # this process talks to the cluster too (node address, joined nodes): Ray reads these at import
     os.environ.update({k: v for k, v in ray_env(meeting.token, loopback=False).items() if k.startswith("RAY_")})

@@ -47,7 +47,7 @@ def test_a_driver_submitted_to_ray_on_slurm_sees_head_and_worker(local_slurm, tm
     assert isinstance(head, RayClusterSummary) and worker is None
     assert (head.nodes, head.cpus) == (2, 2.0)
     assert json.loads(seen.read_text()) == {"nodes": 2, "cpus": 2.0, "nodes_used": 2}
-    assert oct((job.paths.folder / "ray_auth_token").stat().st_mode & 0o777) == "0o600"
+    assert oct((job.paths.folder / "ray_auth_token.0").stat().st_mode & 0o777) == "0o600"
 
 
 @pytest.mark.slurm
