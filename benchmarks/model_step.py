@@ -76,11 +76,14 @@ def mmu_batch(model: VLAModel, n: int, device: torch.device) -> MMUBatch | None:
     return MMUBatch(pixels, ids, labels).to(device)
 
 
-def bench_training(model, batch, weights, device, bf16: bool, repeats: int) -> tuple[float, float]:
-    """(seconds per step, FLOPs per step) of forward + backward + AdamW."""
+def bench_training(model, batch, weights, device, repeats: int) -> tuple[dict[bool, float], float]:
+    """Median seconds per step (forward + backward + AdamW) for fp32 and bf16, and FLOPs per step.
+
+    fp32 and bf16 steps alternate, so both meet the same background load on a shared machine.
+    """
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
-    def step():
+    def step(bf16: bool) -> None:
         with bf16_autocast(device, bf16):
             loss, _ = model(batch, weights)
         loss.backward()
@@ -88,8 +91,14 @@ def bench_training(model, batch, weights, device, bf16: bool, repeats: int) -> t
         opt.zero_grad(set_to_none=True)
 
     with FlopCounterMode(display=False) as counter:
-        step()
-    return timed(step, device, repeats), counter.get_total_flops()
+        step(False)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(repeats + 1):
+        for bf16 in (False, True):
+            seconds = timed(lambda b=bf16: step(b), device, repeats=1, warmup=0)
+            if i > 0:  # the first round warms both paths up
+                times[bf16].append(seconds)
+    return {bf16: statistics.median(t) for bf16, t in times.items()}, counter.get_total_flops()
 
 
 def bench_replan(model, n: int, conditioned: bool, device, bf16: bool, repeats: int) -> float:
@@ -130,15 +139,14 @@ def main() -> None:
 
     print(f"training step: {tune.batch_size} robot (mmu_condition={tune.mmu_condition}) + "
           f"{tune.mmu_batch_size} MMU samples, lambda {weights}")
-    step_times = {}
-    for bf16 in (False, True):
-        seconds, flops = bench_training(model, batch, weights, device, bf16, args.repeats)
-        step_times[bf16] = seconds
+    step_times, flops = bench_training(model, batch, weights, device, args.repeats)
+    for bf16, seconds in step_times.items():
         achieved = flops / seconds / 1e9
         print(f"  {'bf16' if bf16 else 'fp32'}: {seconds * 1e3:7.1f} ms/step, {tune.batch_size / seconds:6.1f} "
               f"robot samples/s, {flops / 1e9:.1f} GFLOP/step, {achieved:.0f} GFLOP/s = "
               f"{achieved / ceilings[bf16]:.0%} of the {'bf16' if bf16 else 'fp32'} ceiling")
     print(f"  bf16 / fp32 speed-up: {step_times[False] / step_times[True]:.2f}x")
+    print(f"load after training: {os.getloadavg()[0]:.2f}")
 
     model.eval()
     envs = sorted({1, project.evaluate.num_workers})
