@@ -69,10 +69,10 @@ def test_lfq_entropy_rewards_confident_and_diverse_codes():
 def test_training_lowers_reconstruction_error():
     torch.manual_seed(0)
     tok = VQTokenizer(CFG)
-    images = smooth_images(16)
-    opt = torch.optim.Adam(tok.parameters(), lr=2e-3)
+    images = smooth_images(8)
+    opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
     recon = []
-    for _ in range(120):
+    for _ in range(60):
         loss, metrics = tok.training_loss(images, entropy_weight=0.1)
         opt.zero_grad()
         loss.backward()
