@@ -52,7 +52,7 @@ class PretrainedMixin:
         meta = {"format": FORMAT, "version": VERSION, "eos_id": self.layout.eos_id,
                 "model": dataclasses.asdict(self.cfg)}
         (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": FORMAT})
         if self.text_tokenizer is not None:
             self.text_tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))

@@ -243,7 +243,7 @@ class VQTokenizer(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / CONFIG_NAME).write_text(json.dumps({"vq": dataclasses.asdict(self.cfg)}, indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> VQTokenizer:
@@ -254,5 +254,5 @@ class VQTokenizer(nn.Module):
                 raise FileNotFoundError(f"{folder}: missing {name} (not a VQTokenizer folder)")
         cfg = VQConfig(**json.loads((folder / CONFIG_NAME).read_text())["vq"])
         tok = cls(cfg)
-        tok.load_state_dict(load_file(str(folder / WEIGHTS_NAME), device=str(map_location)))
-        return tok
+        tok.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        return tok.to(map_location)
