@@ -2,10 +2,11 @@
 
 The baseline is the same simulator rendered the way CALVIN renders: the Panda's detailed visual
 meshes and every static-camera frame drawn in full (real CALVIN measured ~65 ms per step here, see
-specs/stack-notes.md §11). Ours: collision meshes as robot visuals and the static camera's
-background rendered once. The trajectory is fixed (smooth relative actions from CALVIN's
-evaluation pose of chain 0, the gripper closing and opening), so runs are comparable; the load
-average is printed because other processes on the machine inflate the figures.
+specs/stack-notes.md §11). Ours: convex-hull robot visuals and the layered static camera (the desk
+re-rendered only when it changes, robot and blocks every frame; identical images). The trajectory
+is fixed (smooth relative actions from CALVIN's evaluation pose of chain 0, the gripper closing and
+opening), so runs are comparable; the load average is printed because other processes on the
+machine inflate the figures.
 
 Run:
     .venv/bin/python benchmarks/env_step.py [--steps 300] [--core 0] [--scene D]
@@ -70,7 +71,7 @@ def main() -> None:
     setups = {
         "baseline: detailed robot meshes, full renders": dict(low_poly=False, render_cache=False),
         "low-poly robot, full renders": dict(low_poly=True, render_cache=False),
-        "ours: low-poly robot, cached static background": dict(low_poly=True, render_cache=True),
+        "ours: low-poly robot, layered static camera": dict(low_poly=True, render_cache=True),
         "ours, state only (cameras=False)": dict(cameras=False),
     }
     print(f"scene {args.scene}, {args.steps} steps, pinned to core {args.core}, "
@@ -83,7 +84,7 @@ def main() -> None:
             reset_ms = time_resets(env, starts)
         print(f"{label:50s} {figures[label]:7.2f} ms/step   reset {reset_ms:6.2f} ms")
     baseline = figures["baseline: detailed robot meshes, full renders"]
-    ours = figures["ours: low-poly robot, cached static background"]
+    ours = figures["ours: low-poly robot, layered static camera"]
     print(f"speed-up of ours over the baseline, both cameras: {baseline / ours:.2f}x "
           f"({ours:.2f} vs {baseline:.2f} ms/step; real CALVIN ~65 ms/step)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")

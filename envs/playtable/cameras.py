@@ -4,12 +4,14 @@ The static camera is fixed (200x200, fov 10 deg); the gripper camera rides on th
 link (84x84, fov 75 deg) looking along the link's y axis with -z up. Both render with pybullet's
 CPU TinyRenderer. Depth is metric: `far * near / (far - (far - near) * zbuffer)`.
 
-Static-background cache: TinyRenderer has no shadows by default and no back-face culling, and a
-triangle costs its whole screen bounding box, so the big table, cabinet and floor dominate a
-200x200 frame. What never moves or changes colour (the `static_parts`) is rendered once, alone, in
-a scratch pybullet client; each frame then renders only the rest (static parts hidden by alpha 0,
-which TinyRenderer skips) and composites the two by depth. Per-pixel shading does not depend on
-other objects, so the composite equals a full render (tests compare them).
+Layered static camera (`LayeredStaticCamera`): TinyRenderer has no shadows by default and no
+back-face culling, and a triangle costs its whole screen bounding box, so the big desk and floor
+dominate a 200x200 frame although they rarely change. The frame is split in two layers composited
+by depth: the *scene* layer (everything but the robot and the blocks) is rendered only when the
+desk's joints or lights change (`scene_key`), with the robot and blocks hidden by alpha 0 (which
+TinyRenderer skips); the *moving* layer (robot and blocks) is rendered every frame from copies of
+those bodies kept in a private scratch client. Per-pixel shading does not depend on other objects,
+so the composite equals a full render (tests compare them).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class Camera(ABC):
     def view_matrix(self) -> list[float]:
         """The 4x4 view matrix (column-major list), evaluated now."""
 
+    def close(self) -> None:  # noqa: B027  (a hook: only the layered camera holds a resource)
+        """Release what the camera holds besides the env's client (nothing by default)."""
+
     def render(self) -> tuple[np.ndarray, np.ndarray]:
         """RGB (H, W, 3) uint8 and metric depth (H, W) float32 of the current scene."""
         rgb, z = self._render_buffers()
@@ -69,59 +74,85 @@ class StaticCamera(Camera):
 
     name = "static"
 
-    def __init__(self, client: Any, static_parts: list[tuple[int, int]] | None = None,
-                 load_static: Callable[[Any], None] | None = None) -> None:
-        """Eye, target and up vector from CALVIN's static.yaml.
-
-        Args:
-            client: the pybullet client.
-            static_parts: (body uid, link index) in `client` of visuals that never move nor change
-                colour, all shapes of a link sharing one colour; None renders every frame in full.
-            load_static: loads exactly those visuals into a fresh client (for the background).
-        """
+    def __init__(self, client: Any) -> None:
+        """Eye, target and up vector from CALVIN's static.yaml."""
         config = _config("static")
         super().__init__(client, config)
         self._view = client.computeViewMatrix(cameraEyePosition=config["look_from"],
                                               cameraTargetPosition=config["look_at"],
                                               cameraUpVector=config["up_vector"])
-        self._static = {part: self._colour(*part) for part in static_parts or []}
-        self._background = self._render_background(load_static) if static_parts else None
 
     def view_matrix(self) -> list[float]:
         """Fixed view."""
         return self._view
 
+
+class LayeredStaticCamera(StaticCamera):
+    """The static camera rendered as a cached scene layer plus a per-frame moving layer (same images)."""
+
+    def __init__(self, client: Any, moving: list[int], load_copies: Callable[[Any], list[int]],
+                 scene_key: Callable[[], tuple]) -> None:
+        """Set up the scratch client of the moving layer.
+
+        Args:
+            client: the env's pybullet client.
+            moving: uids of the bodies that move every step (robot, blocks); each link one colour.
+            load_copies: loads the same bodies into a given client, returning their uids in order.
+            scene_key: a value that changes whenever anything else visible changes.
+        """
+        super().__init__(client)
+        self._moving = {(uid, link): self._colour(uid, link) for uid in moving for link in self._links(client, uid)}
+        self._scratch = direct_client()
+        copies = load_copies(self._scratch)
+        self._copies = [(uid, copy, self._movable_joints(uid)) for uid, copy in zip(moving, copies, strict=True)]
+        self._moving_camera = StaticCamera(self._scratch)
+        self._scene_key, self._key = scene_key, None
+        self._scene: tuple[np.ndarray, np.ndarray] | None = None
+
+    @staticmethod
+    def _links(client: Any, uid: int) -> list[int]:
+        return sorted({s[1] for s in client.getVisualShapeData(uid)})
+
     def _colour(self, uid: int, link: int) -> tuple[float, ...]:
         colours = {tuple(s[7]) for s in self.p.getVisualShapeData(uid) if s[1] == link}
         if len(colours) != 1:
-            raise ValueError(f"static part ({uid}, {link}) must have visuals of exactly one colour, got {colours}")
+            raise ValueError(f"moving body {uid} link {link}: visuals must share one colour, got {colours}")
         return colours.pop()
 
-    def _render_background(self, load_static: Callable[[Any], None] | None) -> tuple[np.ndarray, np.ndarray]:
-        if load_static is None:
-            raise ValueError("static_parts needs load_static to render the background")
-        scratch = direct_client()
-        try:
-            load_static(scratch)
-            camera = StaticCamera(scratch)
-            return camera._render_buffers()
-        finally:
-            scratch.disconnect()
+    def _movable_joints(self, uid: int) -> list[int]:
+        fixed = self.p.JOINT_FIXED
+        return [j for j in range(self.p.getNumJoints(uid)) if self.p.getJointInfo(uid, j)[2] != fixed]
 
-    def render(self) -> tuple[np.ndarray, np.ndarray]:
-        """RGB (200, 200, 3) uint8 and metric depth (200, 200) float32, via the background cache."""
-        if self._background is None:
-            return super().render()
-        for uid, link in self._static:
+    def _render_scene_layer(self) -> tuple[np.ndarray, np.ndarray]:
+        for uid, link in self._moving:
             self.p.changeVisualShape(uid, link, rgbaColor=[0, 0, 0, 0])
         try:
-            rgb, z = self._render_buffers()
+            return self._render_buffers()
         finally:
-            for (uid, link), colour in self._static.items():
+            for (uid, link), colour in self._moving.items():
                 self.p.changeVisualShape(uid, link, rgbaColor=colour)
-        back_rgb, back_z = self._background
-        front = z < back_z
-        return np.where(front[..., None], rgb, back_rgb), self._metric(np.where(front, z, back_z))
+
+    def _sync_copies(self) -> None:
+        p, scratch = self.p, self._scratch
+        for uid, copy, joints in self._copies:
+            scratch.resetBasePositionAndOrientation(copy, *p.getBasePositionAndOrientation(uid))
+            for joint, state in zip(joints, p.getJointStates(uid, joints) if joints else [], strict=True):
+                scratch.resetJointState(copy, joint, state[0])
+
+    def render(self) -> tuple[np.ndarray, np.ndarray]:
+        """RGB (200, 200, 3) uint8 and metric depth (200, 200) float32 of the current scene."""
+        key = self._scene_key()
+        if self._scene is None or key != self._key:
+            self._scene, self._key = self._render_scene_layer(), key
+        self._sync_copies()
+        rgb, z = self._moving_camera._render_buffers()
+        scene_rgb, scene_z = self._scene
+        front = z < scene_z
+        return np.where(front[..., None], rgb, scene_rgb), self._metric(np.where(front, z, scene_z))
+
+    def close(self) -> None:
+        """Disconnect the scratch client."""
+        self._scratch.disconnect()
 
 
 class GripperCamera(Camera):

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from envs.playtable.bullet import direct_client
-from envs.playtable.cameras import GripperCamera, StaticCamera
+from envs.playtable.cameras import GripperCamera, LayeredStaticCamera, StaticCamera
 from envs.playtable.layout import load_layout
-from envs.playtable.robot import GRIPPER_CAM_LINK, ROBOT_OBS_LABELS, PandaRobot, add_base_cylinder
-from envs.playtable.scene import BUTTON, DOORS, SWITCH, PlayTableScene, load_static_visuals
+from envs.playtable.robot import GRIPPER_CAM_LINK, ROBOT_OBS_LABELS, PandaRobot
+from envs.playtable.scene import BUTTON, DOORS, SWITCH, PlayTableScene, create_blocks
 
 PHYSICS_HZ, CONTROL_HZ = 240, 30
 ACTION_REPEAT = PHYSICS_HZ // CONTROL_HZ
@@ -78,8 +78,8 @@ class PlayTableEnv:
             seed: seeds the block placement of argument-less resets.
             low_poly: robot visuals from its collision meshes (False: the detailed meshes, ~20 ms
                 slower per render, as in CALVIN; for the benchmark baseline).
-            render_cache: render the static camera's unchanging background once (same images;
-                False renders every frame in full, for the benchmark baseline and tests).
+            render_cache: render the static camera in two layers, the desk only when it changes
+                (same images; False renders every frame in full, for the benchmark baseline and tests).
         """
         self.layout = load_layout(scene)
         self.p = direct_client()
@@ -98,13 +98,12 @@ class PlayTableEnv:
         self._closed = False
         self.reset()
 
-    def _static_camera(self) -> StaticCamera:
-        def load_static(client: Any) -> None:
-            load_static_visuals(client, self.layout)
-            add_base_cylinder(client, self.layout.robot_base_position)
+    def _static_camera(self) -> LayeredStaticCamera:
+        def load_copies(client: Any) -> list[int]:
+            return [self.robot.load_arm(client), *create_blocks(client, self.layout)]
 
-        static_parts = [*self.scene.static_visuals(), (self.robot.base_uid, -1)]
-        return StaticCamera(self.p, static_parts, load_static)
+        moving = [self.robot.uid, *self.scene.block_uids.values()]
+        return LayeredStaticCamera(self.p, moving, load_copies, self.scene.visual_key)
 
     @property
     def robot_obs_labels(self) -> tuple[str, ...]:
@@ -166,6 +165,8 @@ class PlayTableEnv:
         """Disconnect the physics client (idempotent)."""
         if not self._closed:
             self._closed = True
+            for camera in self.cameras:
+                camera.close()
             self.p.disconnect()
 
     def __enter__(self) -> PlayTableEnv:

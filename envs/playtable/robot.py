@@ -63,14 +63,18 @@ class PandaRobot:
     def load(self) -> None:
         """Load the arm, the white base cylinder, and the finger gear constraint (CALVIN's `load`)."""
         p = self.p
-        self.uid = p.loadURDF(str(write_asset(panda_urdf(self.low_poly), "panda")), self.base_position,
-                              self.base_orientation, useFixedBase=True)
+        self.uid = self.load_arm(p)
         self.base_uid = add_base_cylinder(p, self.base_position)
         gear = p.createConstraint(self.uid, GRIPPER_JOINTS[0], self.uid, GRIPPER_JOINTS[1], jointType=p.JOINT_GEAR,
                                   jointAxis=[1, 0, 0], parentFramePosition=[0, 0, 0], childFramePosition=[0, 0, 0])
         p.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=50)
         self._rest_pose = [*self.initial_joint_positions, GRIPPER_LIMITS[1], GRIPPER_LIMITS[1]]
         self.reset()
+
+    def load_arm(self, client: Any) -> int:
+        """Load this arm's URDF (fixed base, same pose) into `client`; returns its uid."""
+        path = write_asset(panda_urdf(self.low_poly), "panda")
+        return client.loadURDF(str(path), self.base_position, self.base_orientation, useFixedBase=True)
 
     def reset(self, robot_obs: np.ndarray | None = None) -> None:
         """Set joints (and motor targets) from `robot_obs` (15,) or to the initial pose, gripper open.

@@ -57,12 +57,20 @@ def load_desk(client: Any, layout: SceneLayout) -> tuple[int, int]:
     return floor_uid, table_uid
 
 
-def load_static_visuals(client: Any, layout: SceneLayout) -> None:
-    """Load only what never moves nor changes colour (floor, table body, plank) into a scratch `client`."""
-    _, table_uid = load_desk(client, layout)
-    for name, link in TABLE_LINKS.items():
-        if name not in ("base_link", "plank_link"):
-            client.changeVisualShape(table_uid, link, rgbaColor=[0, 0, 0, 0])
+def create_blocks(client: Any, layout: SceneLayout) -> list[int]:
+    """CALVIN's blocks of `layout` (1 kg boxes at 0.8 scale, friction 0.7), in `movable_objects` order.
+
+    pybullet derives a URDF block's inertia from its box (CALVIN's URDF inertia is not used), so a
+    created box is dynamically identical to CALVIN's block URDF.
+    """
+    uids = []
+    for block in layout.blocks:
+        half = [GLOBAL_SCALING * s / 2 for s in block.size]
+        uid = client.createMultiBody(BLOCK_MASS, client.createCollisionShape(client.GEOM_BOX, halfExtents=half),
+                                     client.createVisualShape(client.GEOM_BOX, halfExtents=half, rgbaColor=block.rgba))
+        client.changeDynamics(uid, -1, lateralFriction=BLOCK_LATERAL_FRICTION, spinningFriction=BLOCK_SPINNING_FRICTION)
+        uids.append(uid)
+    return uids
 
 
 class PlayTableScene:
@@ -90,16 +98,12 @@ class PlayTableScene:
             p.setJointMotorControl2(self.table_uid, self.joint_ids[name], p.VELOCITY_CONTROL, force=MOTOR_FORCE)
         p.setJointMotorControl2(self.table_uid, self.joint_ids[BUTTON], p.POSITION_CONTROL, targetPosition=0.0,
                                 force=MOTOR_FORCE)
-        for block in self.layout.blocks:
-            half = [GLOBAL_SCALING * s / 2 for s in block.size]
-            uid = p.createMultiBody(BLOCK_MASS, p.createCollisionShape(p.GEOM_BOX, halfExtents=half),
-                                    p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=block.rgba))
-            p.changeDynamics(uid, -1, lateralFriction=BLOCK_LATERAL_FRICTION, spinningFriction=BLOCK_SPINNING_FRICTION)
-            self.block_uids[block.name] = uid
+        self.block_uids = dict(zip(self.block_names, create_blocks(p, self.layout), strict=True))
 
-    def static_visuals(self) -> list[tuple[int, int]]:
-        """(uid, link) of visuals that never move nor change colour: floor, table body, plank."""
-        return [(self.floor_uid, -1), (self.table_uid, -1), (self.table_uid, TABLE_LINKS["plank_link"])]
+    def visual_key(self) -> tuple:
+        """Changes whenever the desk looks different: its joints (to 1 um) and its lights."""
+        joints = tuple(round(self.joint_state(name), 6) for name in (*DOORS, BUTTON, SWITCH))
+        return joints + (self.lights["lightbulb"], self.lights["led"])
 
     # ------------------------------------------------------------------ state
 
