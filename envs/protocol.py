@@ -5,7 +5,8 @@ then for each of its 5 subtasks: `policy.reset()`, `start_info = env.get_info()`
 `EP_LEN` = 360 steps of `policy.step(obs, instruction)` -> `env.step` -> the oracle on
 `(start_info, info, {subtask})`, stopping at the first success. The env is not reset between
 subtasks and the chain stops at its first failed subtask. Instructions are CALVIN's evaluation
-sentences (`new_playtable_validation.yaml`).
+sentences (`new_playtable_validation.yaml`). As in CALVIN, the reset state is laid out in scene D's
+block order (red, blue, pink): the protocol is meant for scene D (ABC->D, D->D).
 
 Built for parallel drivers: `ChainRollout` is the per-chain loop as a resumable state machine (a
 driver can step many envs and batch one policy call across them), `run_chain` drives one with one

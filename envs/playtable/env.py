@@ -76,8 +76,8 @@ class PlayTableEnv:
             scene: CALVIN scene preset ("A", "B", "C", "D"); ABC->D trains on A-C and evaluates on D.
             cameras: render `rgb_static`/`rgb_gripper` and depths; False = state-only, much faster.
             seed: seeds the block placement of argument-less resets.
-            low_poly: robot visuals from its collision meshes (False: the detailed meshes, ~20 ms
-                slower per render, as in CALVIN; for the benchmark baseline).
+            low_poly: robot visuals are convex hulls of its collision meshes (False: the detailed
+                meshes as in CALVIN, ~20 ms slower per render; for the benchmark baseline).
             render_cache: render the static camera in two layers, the desk only when it changes
                 (same images; False renders every frame in full, for the benchmark baseline and tests).
         """
