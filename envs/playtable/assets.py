@@ -5,6 +5,12 @@ the Panda URDF is generated at run time from the installed `pybullet_data` (its 
 meshes are byte-identical to CALVIN's) and written, named by a hash of its content, into
 `$TMPDIR/upvla-playtable-<uid>/`; writes are atomic so parallel workers can share the folder.
 
+CALVIN's fingers: CALVIN's dataset robot (`panda_longer_finger.urdf`) has fingers ~3.6 cm longer
+than the stock Panda's and its TCP 0.14 m from the hand, which keeps the hand above the table top
+when the fingertips reach the drawer handle. Its finger meshes are not in pybullet_data, so the
+stock finger (mesh and collision) is stretched along its length by `FINGER_STRETCH`, and the TCP
+sits at CALVIN's 0.14 m: at CALVIN's joint pose our `robot_obs` TCP equals CALVIN's.
+
 Low-poly visuals: TinyRenderer pays ~0.5 us per triangle on top of the pixels it fills, and the
 detailed Panda meshes (~200k triangles) cost ~20 ms per frame. Each link's visual becomes one convex
 hull of its collision mesh with at most `HULL_VERTICES` vertices (pybullet's own V-HACD, computed
@@ -25,6 +31,9 @@ import pybullet_data
 from envs.playtable.bullet import quiet_stdout
 
 HULL_VERTICES = 48
+# Stock fingertip 0.112 m from the hand; stretched to 0.148 m, 8 mm beyond CALVIN's TCP (0.14 m).
+FINGER_STRETCH = 1.67
+TCP_OFFSET = 0.14  # m from the hand, CALVIN's `tcp_joint` in panda_longer_finger.urdf
 PANDA_DIR = Path(pybullet_data.getDataPath()) / "franka_panda"
 _EXTRA_LINKS = """
   <joint name="camera_joint" type="fixed"><parent link="panda_hand"/><child link="gripper_cam"/>
@@ -37,7 +46,7 @@ _EXTRA_LINKS = """
     <collision><geometry><box size=".08 .025 0.01"/></geometry></collision>
   </link>
   <joint name="tcp_joint" type="fixed"><parent link="panda_hand"/><child link="tcp"/>
-    <origin xyz="0 0 0.1034" rpy="0 0 0"/></joint>
+    <origin xyz="0 0 {tcp}" rpy="0 0 0"/></joint>
   <link name="tcp"><inertial><origin rpy="0 0 0" xyz="0 0 0"/><mass value="0.00001"/>
     <inertia ixx="0.1" ixy="0" ixz="0" iyy="0.1" iyz="0" izz="0.1"/></inertial></link>
 """
@@ -74,13 +83,22 @@ def hull_mesh(mesh: Path) -> Path:
     return path
 
 
+def _stretch_fingers(text: str) -> str:
+    for link in ("panda_leftfinger", "panda_rightfinger"):
+        start = text.index(f'<link name="{link}">')
+        end = text.index("</link>", start)
+        body = re.sub(r'(<mesh filename="[^"]+")/>', rf'\1 scale="1 1 {FINGER_STRETCH}"/>', text[start:end])
+        text = text[:start] + body + text[end:]
+    return text
+
+
 def panda_urdf(low_poly: bool = True) -> str:
-    """The URDF text: pybullet_data's Panda plus CALVIN's gripper_cam and tcp links.
+    """The URDF text: pybullet_data's Panda with CALVIN's longer fingers, gripper_cam and tcp links.
 
     Args:
         low_poly: visuals are convex hulls of the collision meshes instead of the detailed meshes.
     """
-    text = (PANDA_DIR / "panda.urdf").read_text()
+    text = _stretch_fingers((PANDA_DIR / "panda.urdf").read_text())
     if low_poly:
         def hull(match: re.Match) -> str:
             return hull_mesh(PANDA_DIR / "meshes" / "collision" / f"{match.group(1)}.obj").as_posix()
@@ -89,6 +107,6 @@ def panda_urdf(low_poly: bool = True) -> str:
         for visual in visuals:
             text = text.replace(visual, re.sub(r"package://meshes/(?:visual|collision)/(\w+)\.obj", hull, visual))
     text = text.replace("package://", f"{PANDA_DIR.as_posix()}/")
-    return text.replace("</robot>", f"{_EXTRA_LINKS}</robot>")
+    return text.replace("</robot>", f"{_EXTRA_LINKS.format(tcp=TCP_OFFSET)}</robot>")
 
 

@@ -162,7 +162,8 @@ def _moving_links(layout: SceneLayout) -> dict[str, _Link]:
     drawer.box((0.0, 0.04, back_z + 0.01), (2 * w, 0.08, 0.02), palette.doors)
     for side in (-1, 1):
         drawer.box((side * (w - 0.01), 0.04, back_z + d / 2), (0.02, 0.08, d), palette.doors)
-    drawer.box((0.0, 0.05, DRAWER_FRONT + 0.02), (0.14, 0.02, 0.04), palette.handles)
+    # The handle sits at the top of the front so a gripper holding it keeps its hand above the table top.
+    drawer.box((0.0, 0.08, DRAWER_FRONT + 0.02), (0.14, 0.02, 0.04), palette.handles)
     links["led_link"].box((0.0, 0.01, 0.0), (0.2, 0.02, 0.05), WHITE)
     links["light_link"].cylinder_y((0.0, 0.028, -0.035), 0.03, 0.056, WHITE)
     # CALVIN's blocks settle on the plank at z 0.46099 m, 1 mm above the table spots: plank top 0.441 m.

@@ -1,10 +1,9 @@
 """The Franka Panda with CALVIN's control law (calvin_env `robot/robot.py` and `conf/robot/panda.yaml`).
 
-The arm is `pybullet_data/franka_panda/panda.urdf` (whose meshes are CALVIN's) with two links
-appended as in CALVIN: `gripper_cam` (link 12) on the hand and the tool centre point `tcp` (link 13,
-0.1034 m from the hand, where the stock fingertips meet; CALVIN's dataset robot has longer fingers
-and its TCP sits 0.14 m out, so our TCP is 3.7 cm higher at CALVIN's joint pose). See `assets.py`
-for the low-poly visuals; the dynamics use the original collision meshes.
+The arm is `pybullet_data/franka_panda/panda.urdf` (whose meshes are CALVIN's) with CALVIN's longer
+fingers and two links appended as in CALVIN: `gripper_cam` (link 12) on the hand and the tool
+centre point `tcp` (link 13, 0.14 m from the hand); at CALVIN's joint pose our TCP pose is CALVIN's.
+See `assets.py` for the fingers and the low-poly visuals.
 
 Control law, as CALVIN: a 7-D relative action is scaled by 0.02 m and 0.05 rad and added to the
 previously *commanded* target pose (euler angles added component-wise, no wrapping); an absolute

@@ -37,9 +37,9 @@ MOTOR_FORCE = 4.0  # N, CALVIN's MAX_FORCE for doors, button spring and switch
 TABLE_LINKS = {"button_link": 0, "switch_link": 1, "slide_link": 2, "drawer_link": 3, "led_link": 4,
                "light_link": 5, "plank_link": 6, "base_link": -1}
 # Interaction points in each joint's own frame (URDF units): door and drawer handle centres, the
-# button's top face, the switch lever's tip.
-_HANDLES = {"base__slide": (DOOR_WIDTH / 2, 0.0, 0.04), "base__drawer": (0.0, 0.05, DRAWER_FRONT + 0.04),
-            BUTTON: (0.0, 0.03, 0.0), SWITCH: (0.0, 0.07, 0.0)}
+# button's top face, the middle of the switch lever's outer half (see desk.py for the geometry).
+_HANDLES = {"base__slide": (DOOR_WIDTH / 2, 0.0, 0.025), "base__drawer": (0.0, 0.08, DRAWER_FRONT + 0.02),
+            BUTTON: (0.0, 0.03, 0.0), SWITCH: (0.0, 0.045, 0.0)}
 MAX_PLACEMENT_TRIES = 1000
 FLOOR_HALF = 3.0  # m
 
@@ -241,7 +241,7 @@ class PlayTableScene:
         return np.array(state[4]), np.array(state[5])
 
     def handle_position(self, joint: str) -> np.ndarray:
-        """World point to grasp or push for a joint: door/drawer handle, button top, switch lever tip."""
+        """World point to grasp or push for a joint: door/drawer handle centre, button top, switch lever."""
         link = self.p.getJointInfo(self.table_uid, self.joint_ids[joint])[12].decode()
         pos, orn = self.link_pose(link)
         rotation = np.array(self.p.getMatrixFromQuaternion(orn)).reshape(3, 3)

@@ -81,6 +81,7 @@ def test_reset_to_chain_states_reproduces_scene_obs(state_env, chains):
         assert np.array_equal(obs["scene_obs"][:6], scene_obs[:6])
         np.testing.assert_allclose(obs["scene_obs"], scene_obs, rtol=0, atol=1e-12)  # euler -> quaternion -> euler
         np.testing.assert_allclose(obs["robot_obs"][7:14], robot_obs[7:14], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(obs["robot_obs"][:6], robot_obs[:6], rtol=0, atol=2e-4)  # CALVIN's TCP too
         assert obs["robot_obs"][6] == pytest.approx(robot_obs[6], abs=1e-12) and obs["robot_obs"][14] == 1
         info = state_env.get_info()
         for block in info["scene_info"]["movable_objects"].values():  # every block rests on something at once
@@ -180,13 +181,36 @@ def test_inconsistent_states_are_rejected(state_env, chains):
         PlayTableEnv("E")
 
 
-def _move(environment, target, steps):
-    """Absolute actions along the straight line from the commanded target (at most 2 cm per step)."""
+def _move(environment, target, steps, gripper=-1):
+    """Absolute actions along the straight line from the commanded target, arriving half-way through."""
     orientation, start = environment.robot.target_orn.copy(), environment.robot.target_pos.copy()
     for k in range(1, steps + 1):
         obs, _, _, info = environment.step((start + (np.asarray(target) - start) * min(1.0, k / (steps / 2)),
-                                            orientation, -1))
+                                            orientation, gripper))
     return obs, info
+
+
+def test_the_robot_can_lift_a_block_and_pull_the_drawer(state_env, chains):
+    from envs.tasks import TaskOracle
+
+    oracle = TaskOracle()
+    state = dict(chains[0][0], slider="right", drawer="closed")  # blue on the table
+    state_env.reset(*initial_condition_to_obs(state))
+    start = state_env.get_info()
+    block = state_env.scene.block_pose("block_blue")[0]
+    _move(state_env, block + [0, 0, 0.08], 40, gripper=1)
+    _move(state_env, block, 30, gripper=1)
+    _move(state_env, block, 15)
+    _, info = _move(state_env, block + [0, 0, 0.12], 30)
+    assert oracle.get_task_info(start, info) == {"lift_blue_block_table"}
+    state_env.reset(*initial_condition_to_obs(state))
+    start = state_env.get_info()
+    handle, direction = state_env.scene.handle_position("base__drawer"), state_env.scene.joint_direction("base__drawer")
+    _move(state_env, handle + [0, 0, 0.08], 40, gripper=1)
+    _move(state_env, handle, 30, gripper=1)
+    _move(state_env, handle, 12)
+    _, info = _move(state_env, handle + 0.2 * direction, 60)
+    assert oracle.get_task_info(start, info) == {"open_drawer"}
 
 
 def test_button_toggles_the_led_on_each_press_and_the_switch_holds_the_bulb(state_env, chains):
