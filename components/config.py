@@ -32,6 +32,7 @@ from typing import Any, Literal
 import yaml
 
 from envs.config import EnvConfig
+from envs.franka.config import FrankaConfig
 from model.config import ModelConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -240,6 +241,62 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class RobotTaskConfig:
+    """One real-robot task: a name (folder- and metric-safe), the instruction given to the policy, a step budget."""
+
+    # identifier used in results, folders and MLflow metric names: lowercase letters, digits, underscores
+    name: str
+    # the language instruction passed to the policy
+    instruction: str
+    # control steps per trial (at robot.franka.control_hz)
+    max_steps: int = _f(ge=1)
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    """Real-robot evaluation: the Franka cell, the task suites, trials, and SLURM scheduling."""
+
+    # the robot, its safety limits and cameras (envs/franka/config.py)
+    franka: FrankaConfig
+    # trials of every task (the paper: 20)
+    trials_per_task: int = _f(ge=1)
+    # trial logs, frames and summaries (one sub-folder per checkpoint), relative to the project root
+    results_dir: str
+    # save every trial's frames, actions and robot states
+    save_frames: bool
+    # SLURM partition of the robot workstation (for --at scheduling)
+    slurm_partition: str
+    # SLURM time limit, minutes
+    slurm_time_min: int = _f(ge=1)
+    # SLURM CPUs for the job
+    slurm_cpus_per_task: int = _f(ge=1)
+    # SLURM GPUs for policy inference; 0 = CPU
+    slurm_gpus: int = _f(ge=0)
+    # suite name -> its tasks (the paper: seen / unseen / precise)
+    suites: dict[str, tuple[RobotTaskConfig, ...]]
+
+    def validate(self) -> None:
+        """Names are identifiers (they become folders and metric keys) and unique within a suite."""
+        if not self.suites:
+            raise ValueError("suites: at least one suite is required")
+        for suite, tasks in self.suites.items():
+            if not _is_identifier(suite):
+                raise ValueError(f"suites.{suite}: use lowercase letters, digits and underscores")
+            if not tasks:
+                raise ValueError(f"suites.{suite}: has no tasks")
+            names = [task.name for task in tasks]
+            for i, name in enumerate(names):
+                if not _is_identifier(name):
+                    raise ValueError(f"suites.{suite}[{i}].name: {name!r}: use lowercase letters, digits, underscores")
+                if names.index(name) != i:
+                    raise ValueError(f"suites.{suite}[{i}].name: {name!r} appears twice in the suite")
+
+
+def _is_identifier(name: str) -> bool:
+    return bool(name) and all(c.islower() or c.isdigit() or c == "_" for c in name)
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     """The whole resolved configuration: one section per stage plus shared sections."""
 
@@ -256,6 +313,7 @@ class ProjectConfig:
     cluster: ClusterConfig
     slurm: SlurmConfig
     tracking: TrackingConfig
+    robot: RobotConfig
     # preset name -> dotted overrides; the one named by experiment.preset is already applied
     presets: dict[str, dict[str, Any]]
 

@@ -56,6 +56,19 @@ def ray_session():
 
 
 @pytest.fixture(scope="session")
+def franky_sim_host():
+    """The loopback address of a franky-sim MuJoCo Franka shared by the session's `robot` tests."""
+    import importlib.util
+
+    found = importlib.util.find_spec("franky") is not None and importlib.util.find_spec("franky_sim") is not None
+    require(found, "franky-control and franky-sim (pip install -e '.[robot]')")
+    from tests.fixtures.sim_robot import franky_sim_command, running_sim
+
+    with running_sim(franky_sim_command()) as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
 def local_slurm():
     """A real single-node SLURM (munged, slurmctld, slurmd) on localhost for the session.
 

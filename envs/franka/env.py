@@ -1,0 +1,219 @@
+"""The real Franka as a CALVIN environment: same 7-D relative actions and observation dict as the simulator.
+
+    with FrankaEnv(cfg, confirm=operator.confirm) as env:
+        obs = env.reset()                   # asks the operator, then moves home and opens the gripper
+        env.arm("Scene ready?")             # step() refuses to move the robot until this is confirmed
+        obs = env.get_obs()
+        for _ in range(max_steps):
+            obs, _, _, info = env.step(policy.step(obs, goal))
+
+Observation (CALVIN's layout, envs/base.py):
+    rgb_obs:   rgb_static (S, S, 3), rgb_gripper (G, G, 3) uint8 (centre-cropped, resized to `image_size`)
+    depth_obs: {} (no depth is streamed; the policy uses colour only)
+    robot_obs: (15,) float64, every entry measured on the robot: TCP position (3, base frame), TCP euler xyz
+               (3, pybullet convention), gripper width (1, m), 7 joint angles, last gripper action (1, +-1)
+There is no `scene_obs`: the real scene has no state vector, so code that needs one fails loudly.
+
+Safety enforced here (see envs/franka/geometry.py for the target math): the workspace box and per-step
+limits on every target; no motion without operator confirmation (`reset` asks before homing, `arm`
+before the policy moves the robot); a reflex or error state stops the episode with RobotFaultError;
+any exception inside `reset`/`step`, Ctrl-C included, and `close()` stop the robot; `dry_run` computes
+and reports every target but never sends a motion.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from envs.base import Info, Observation
+from envs.franka.camera import RealSenseCamera, square_resize
+from envs.franka.config import FrankaConfig
+from envs.franka.geometry import Pose, in_workspace, plan_step
+from envs.franka.robot import ArmState, FrankaArm
+
+HOME_TOLERANCE_M = 0.005
+
+
+class OperatorAbort(RuntimeError):
+    """The operator declined a confirmation; nothing moved."""
+
+
+class SafetyError(RuntimeError):
+    """A motion would break a safety rule (not confirmed, or the robot starts outside the workspace)."""
+
+
+class FrankaEnv:
+    """A Franka Panda/FR3 behind CALVIN's `SimEnv` surface."""
+
+    def __init__(self, cfg: FrankaConfig, *, confirm: Callable[[str], bool]) -> None:
+        """Open both cameras, then connect to the robot; release everything if any part fails.
+
+        Args:
+            cfg: robot, safety and camera configuration.
+            confirm: asks the operator a yes/no question; a motion happens only after it returns True.
+        """
+        self.cfg, self._confirm = cfg, confirm
+        self.cameras: dict[str, RealSenseCamera] = {}
+        self.robot: FrankaArm | None = None
+        try:
+            self.cameras["static"] = RealSenseCamera(cfg.static_camera, "robot.franka.static_camera")
+            self.cameras["gripper"] = RealSenseCamera(cfg.gripper_camera, "robot.franka.gripper_camera")
+            self.robot = FrankaArm(cfg)
+        except BaseException:
+            self.close()
+            raise
+        self._target: Pose | None = None
+        self._gripper_action = 1.0
+        self._armed = False
+        self._deadline: float | None = None
+
+    # ------------------------------------------------------------------ CALVIN surface
+
+    def reset(self, robot_obs: np.ndarray | None = None, scene_obs: np.ndarray | None = None) -> Observation:
+        """Move to the home joints (or `robot_obs[7:14]`), open the gripper, and return the observation.
+
+        Raises:
+            ValueError: `scene_obs` given (the operator resets the real scene) or a malformed `robot_obs`.
+            OperatorAbort: the operator declined the motion (nothing moved).
+            SafetyError: the TCP at home lies outside the workspace box.
+        """
+        if scene_obs is not None:
+            raise ValueError("scene_obs: the real scene is reset by the operator, not from a state vector")
+        joints = self._home_joints(robot_obs)
+        self._armed, self._deadline = False, None
+        with self._stop_on_error():
+            self.robot.ensure_ready()
+            if not self.cfg.dry_run:
+                if not self._confirm(f"The robot will move to its home pose {np.round(joints, 3).tolist()} "
+                                     "and open the gripper. Is the workspace clear?"):
+                    raise OperatorAbort("the operator declined the move to the home pose")
+                self.robot.move_joints(joints)
+                self.robot.command_gripper(open_=True)
+                self.robot.wait_gripper()
+            state = self.robot.read()
+            if not in_workspace(self.cfg, state.pose.position, HOME_TOLERANCE_M):
+                raise SafetyError(f"robot.franka.workspace_min/max: the TCP at home, {state.pose.position.round(3)}, "
+                                  "lies outside the workspace box; fix home_joints or the box")
+            self._target, self._gripper_action = state.pose, 1.0
+            return self._observe(state)
+
+    def arm(self, question: str) -> None:
+        """Ask the operator to allow policy motion; `step` moves the robot only after a yes (until the next reset).
+
+        Raises:
+            OperatorAbort: the operator said no.
+        """
+        note = " (dry run: the robot will not move)" if self.cfg.dry_run else " The policy will move the robot."
+        if not self._confirm(question + note):
+            raise OperatorAbort("the operator declined to start the policy")
+        self._armed = True
+
+    def step(self, action: np.ndarray) -> tuple[Observation, float, bool, Info]:
+        """Execute one CALVIN relative action (7,) at the control rate; CALVIN's (obs, 0, False, info).
+
+        `info` adds the commanded `target` (7,: xyz, euler, gripper) and which safety limits changed it.
+
+        Raises:
+            SafetyError: not reset and armed. ValueError: a malformed action (robot stopped).
+            RobotFaultError: the robot went into a reflex/error state (robot stopped).
+        """
+        if self._target is None or not self._armed:
+            raise SafetyError("step() before reset() and an operator-confirmed arm(): no motion without confirmation")
+        with self._stop_on_error():
+            current = self.robot.read()
+            plan = plan_step(self.cfg, self._target, current.pose, action)
+            gripper = float(plan.action[6])
+            if not self.cfg.dry_run:
+                self.robot.ensure_ready()
+                self.robot.move_to(plan.target)
+                self.robot.command_gripper(open_=gripper > 0)
+            self._target, self._gripper_action = plan.target, gripper
+            overrun = self._wait_for_tick()
+            state = self.robot.read()
+            obs = self._observe(state)
+        info = self._info(state)
+        info.update(target=np.concatenate([plan.target.position, plan.target.euler, [gripper]]),
+                    clipped_action=plan.clipped_action, clipped_workspace=plan.clipped_workspace,
+                    clipped_step=plan.clipped_step, overrun=overrun, dry_run=self.cfg.dry_run)
+        return obs, 0.0, False, info
+
+    def get_obs(self) -> Observation:
+        """The current observation (fresh camera frames and robot state)."""
+        return self._observe(self.robot.read())
+
+    def get_info(self) -> Info:
+        """CALVIN's `robot_info` (tcp_pos, tcp_orn as xyzw quaternion, gripper width, joints, gripper action)."""
+        return self._info(self.robot.read())
+
+    def stop(self) -> None:
+        """Stop any motion now (nothing to do in a dry run, which never moves)."""
+        if self.robot is not None and not self.cfg.dry_run:
+            self.robot.stop()
+
+    def close(self) -> None:
+        """Stop the robot, disconnect, then release the cameras (idempotent)."""
+        try:
+            self.stop()
+        finally:
+            try:
+                if self.robot is not None:
+                    self.robot.close()
+            finally:
+                self.robot = None
+                for camera in self.cameras.values():
+                    camera.close()
+                self.cameras.clear()
+
+    def __enter__(self) -> FrankaEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    @contextmanager
+    def _stop_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException as err:  # KeyboardInterrupt included: the robot must not keep moving
+            self._armed = False
+            try:
+                self.stop()
+            except Exception as stop_err:  # keep the original error; say the stop failed too
+                err.add_note(f"stopping the robot also failed: {type(stop_err).__name__}: {stop_err}")
+            raise
+
+    def _home_joints(self, robot_obs: np.ndarray | None) -> np.ndarray:
+        if robot_obs is None:
+            return np.asarray(self.cfg.home_joints, dtype=np.float64)
+        robot_obs = np.asarray(robot_obs, dtype=np.float64)
+        if robot_obs.shape != (15,) or not np.all(np.isfinite(robot_obs)):
+            raise ValueError(f"robot_obs: expected 15 finite values (CALVIN layout), got shape {robot_obs.shape}")
+        return robot_obs[7:14]
+
+    def _wait_for_tick(self) -> bool:
+        """Sleep until this step's slot at `control_hz` ends; True when the step overran its slot."""
+        period, now = 1.0 / self.cfg.control_hz, time.monotonic()
+        self._deadline = now + period if self._deadline is None else self._deadline + period
+        overrun = now > self._deadline
+        if overrun:  # a slow policy: start a fresh schedule rather than rush the next steps to catch up
+            self._deadline = now
+        time.sleep(max(0.0, self._deadline - time.monotonic()))
+        return overrun
+
+    def _observe(self, state: ArmState) -> Observation:
+        rgb = {f"rgb_{name}": square_resize(camera.read().rgb, camera.cfg.image_size)
+               for name, camera in self.cameras.items()}
+        robot_obs = np.concatenate([state.pose.position, state.pose.euler, [state.gripper_width], state.joints,
+                                    [self._gripper_action]])
+        return {"rgb_obs": rgb, "depth_obs": {}, "robot_obs": robot_obs}
+
+    def _info(self, state: ArmState) -> Info:
+        return {"robot_info": {"tcp_pos": state.pose.position, "tcp_orn": state.quaternion_xyzw,
+                               "gripper_opening_width": state.gripper_width, "arm_joint_states": state.joints,
+                               "gripper_action": self._gripper_action, "mode": state.mode}}

@@ -1,0 +1,244 @@
+"""The real-robot environment (envs/franka) against franky-sim: a MuJoCo Franka on libfranka's protocol.
+
+Cameras play recordings written by tests/fixtures/realsense.py. The shared `franky_sim_host` server
+(tests/conftest.py) starts once per session; every test begins with `reset()`, which homes the arm.
+Budget: about 40 s in all, most of it real-time robot motion at the shipped 10 Hz control rate.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from envs.franka import FrankaEnv, OperatorAbort, RobotConnectionError, RobotFaultError, SafetyError
+from envs.franka.camera import CameraError
+from tests.fixtures.realsense import frame_number, require_realsense, write_camera_pair
+from tests.fixtures.sim_robot import faulty_sim_command, running_sim, sim_franka_config
+
+pytestmark = pytest.mark.robot
+SETTLED_M = 0.002
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory):
+    require_realsense()
+    return write_camera_pair(tmp_path_factory.mktemp("cameras"), 400)
+
+
+@pytest.fixture
+def make_env(franky_sim_host, recordings):
+    """Open FrankaEnvs on the shared simulator (confirmations answered yes), closed after the test."""
+    opened = []
+
+    def make(confirm=lambda question: True, **changes):
+        env = FrankaEnv(sim_franka_config(franky_sim_host, recordings, **changes), confirm=confirm)
+        opened.append(env)
+        return env
+
+    yield make
+    for env in opened:
+        env.close()
+
+
+def hold(env, gripper=1.0, max_steps=20):
+    """Zero actions until the measured TCP reaches the commanded target (CALVIN's target stays put)."""
+    for _ in range(max_steps):
+        obs, _, _, info = env.step(np.r_[np.zeros(6), gripper])
+        if np.linalg.norm(obs["robot_obs"][:3] - info["target"][:3]) < SETTLED_M:
+            return obs, info
+    raise AssertionError(f"the arm did not reach {info['target'][:3]}, it is at {obs['robot_obs'][:3]}")
+
+
+def run(env, action, steps):
+    for _ in range(steps):
+        obs, _, _, info = env.step(np.asarray(action, dtype=float))
+    return obs, info
+
+
+def test_an_episode_moves_the_arm_in_the_commanded_world_directions(make_env):
+    env = make_env()
+    obs = env.reset()
+    assert obs["rgb_obs"]["rgb_static"].shape == (200, 200, 3) and obs["rgb_obs"]["rgb_gripper"].shape == (84, 84, 3)
+    assert obs["robot_obs"].shape == (15,) and obs["depth_obs"] == {} and "scene_obs" not in obs
+    np.testing.assert_allclose(obs["robot_obs"][7:14], env.cfg.home_joints, atol=0.02)
+    env.arm("Scene ready?")
+    frames = [frame_number(obs["rgb_obs"]["rgb_static"])]
+    for axis, sign in ((0, 1), (1, 1), (2, -1)):  # world -z is the downward gripper's own +z
+        start = obs["robot_obs"][:3].copy()
+        action = np.r_[np.zeros(6), 1.0]
+        action[axis] = 0.5 * sign
+        run(env, action, 6)
+        obs, info = hold(env)
+        moved = obs["robot_obs"][:3] - start
+        assert moved[axis] == pytest.approx(sign * 6 * 0.5 * 0.02, abs=0.004), moved
+        assert np.abs(np.delete(moved, axis)).max() < 0.003, moved
+        frames.append(frame_number(obs["rgb_obs"]["rgb_static"]))
+    yaw = obs["robot_obs"][5]
+    obs, _ = run(env, [0, 0, 0, 0, 0, 0.5, 1.0], 6)
+    obs, _ = hold(env)
+    assert np.angle(np.exp(1j * (obs["robot_obs"][5] - yaw))) == pytest.approx(6 * 0.5 * 0.05, abs=0.01)
+    assert np.all(np.diff(frames) > 0)  # one fresh recorded frame per observation, in order
+
+
+def test_the_gripper_follows_the_last_action(make_env):
+    env = make_env()
+    env.reset()
+    env.arm("Scene ready?")
+    obs, _ = run(env, [0, 0, 0, 0, 0, 0, -1.0], 12)
+    assert obs["robot_obs"][6] < 0.01 and obs["robot_obs"][14] == -1.0
+    obs, _ = run(env, [0, 0, 0, 0, 0, 0, 1.0], 12)
+    assert obs["robot_obs"][6] > 0.07 and obs["robot_obs"][14] == 1.0
+
+
+def test_targets_outside_the_workspace_are_clipped_and_never_reached(make_env, franky_sim_host, recordings):
+    home_z = 0.487  # TCP height at the shipped home pose on franky-sim's FR3
+    env = make_env(workspace_min=(0.25, -0.35, home_z - 0.03))
+    obs = env.reset()
+    env.arm("Scene ready?")
+    floor = home_z - 0.03
+    lowest, clipped = [], []
+    for _ in range(15):  # 15 steps of full-speed "down": 30 cm commanded, 3 cm allowed
+        obs, _, _, info = env.step(np.array([0, 0, -1.0, 0, 0, 0, 1.0]))
+        lowest.append(obs["robot_obs"][2])
+        clipped.append(info["clipped_workspace"])
+        assert info["target"][2] >= floor - 1e-9  # no commanded target ever leaves the box
+    obs, _ = hold(env)
+    assert any(clipped)
+    # the simulator's joint PD tracks the commanded trajectory within millimetres (more on a loaded CPU)
+    assert min(lowest) > floor - 0.008
+    assert obs["robot_obs"][2] == pytest.approx(floor, abs=SETTLED_M)
+
+
+def test_no_step_commands_more_than_the_step_limit(make_env):
+    env = make_env(max_step_translation=0.006, max_step_rotation=0.01)
+    obs = env.reset()
+    env.arm("Scene ready?")
+    start = obs["robot_obs"].copy()
+    for _ in range(10):  # asks for 2 cm and 0.05 rad per step
+        before = obs["robot_obs"]
+        obs, _, _, info = env.step(np.array([1.0, 0, 0, 0, 0, 1.0, 1.0]))
+        assert info["clipped_step"]
+        assert np.linalg.norm(info["target"][:3] - before[:3]) <= 0.006 + 0.001  # measured slightly after
+    obs, _ = hold(env)
+    assert 0.03 < obs["robot_obs"][0] - start[0] <= 10 * 0.006 + 0.002
+    assert abs(np.angle(np.exp(1j * (obs["robot_obs"][5] - start[5])))) <= 10 * 0.01 + 0.005
+
+
+def test_dry_run_computes_targets_but_never_moves(make_env):
+    questions = []
+    env = make_env(confirm=lambda q: questions.append(q) or True, dry_run=True)
+    obs = env.reset()
+    env.arm("Scene ready?")
+    assert len(questions) == 1 and "dry run" in questions[0]  # homing is skipped, so only the arm question
+    start = obs["robot_obs"].copy()
+    obs, info = run(env, [1.0, -1.0, 1.0, 0, 0, 1.0, -1.0], 10)
+    time.sleep(0.3)
+    after = env.get_obs()["robot_obs"]
+    np.testing.assert_allclose(after[:7], start[:7], atol=0.001)  # pose and gripper width unchanged
+    # the targets are computed and checked as usual: limited to one step from the (unmoving) robot
+    assert np.linalg.norm(info["target"][:3] - start[:3]) == pytest.approx(env.cfg.max_step_translation)
+    assert info["dry_run"] and info["clipped_step"]
+
+
+def test_no_motion_without_operator_confirmation(make_env):
+    env = make_env()
+    with pytest.raises(SafetyError, match="confirm"):
+        env.step(np.r_[np.zeros(6), 1.0])
+    env.reset()
+    env.arm("Scene ready?")
+    run(env, [0, 1.0, 0, 0, 0, 0, 1.0], 5)
+    moved, _ = hold(env)
+    env.close()  # a Franka serves one client at a time
+
+    declining = make_env(confirm=lambda q: False)
+    away = declining.get_obs()["robot_obs"]
+    assert np.linalg.norm(away[:3] - np.asarray(moved["robot_obs"][:3])) < 0.02  # still away from home
+    with pytest.raises(OperatorAbort):
+        declining.reset()  # would move home
+    with pytest.raises(OperatorAbort):
+        declining.arm("Scene ready?")
+    with pytest.raises(SafetyError):
+        declining.step(np.r_[np.zeros(6), 1.0])
+    time.sleep(0.3)
+    np.testing.assert_allclose(declining.get_obs()["robot_obs"][:3], away[:3], atol=0.001)
+
+
+def test_ctrl_c_stops_the_robot_mid_motion(make_env):
+    env = make_env()
+    env.reset()
+    env.arm("Scene ready?")
+    timer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(env, [0, 1.0, 0, 0, 0, 0, 1.0], 60)  # 6 s of full-speed motion, interrupted after 0.8 s
+    finally:
+        timer.cancel()
+    first = env.get_info()["robot_info"]
+    time.sleep(0.5)
+    second = env.get_info()["robot_info"]
+    assert second["mode"] == "Idle"
+    assert np.linalg.norm(second["tcp_pos"] - first["tcp_pos"]) < 0.001  # stopped, not drifting to a target
+    assert second["tcp_pos"][1] < 0.25  # far short of the 1.2 m the policy asked for
+    with pytest.raises(SafetyError):  # an interrupt disarms: motion needs a new confirmation
+        env.step(np.r_[np.zeros(6), 1.0])
+
+
+def test_a_malformed_action_stops_the_robot_and_raises(make_env):
+    env = make_env()
+    env.reset()
+    env.arm("Scene ready?")
+    run(env, [0, -1.0, 0, 0, 0, 0, 1.0], 3)
+    with pytest.raises(ValueError, match="gripper"):
+        env.step(np.array([0, -1.0, 0, 0, 0, 0, 0.5]))
+    time.sleep(0.2)
+    assert env.get_info()["robot_info"]["mode"] == "Idle"
+
+
+def test_no_robot_at_the_address_fails_within_the_timeout(recordings):
+    # nothing listening; a documentation-only address (unroutable, or answered by a sandbox's proxy)
+    for host, reason in (("127.254.254.254", "no Franka FCI at"), ("198.51.100.1", "")):
+        cfg = sim_franka_config(host, recordings, connect_timeout_s=1.0)
+        start = time.monotonic()
+        with pytest.raises(RobotConnectionError, match=rf"robot.franka.hostname: {reason}.*{host}"):
+            FrankaEnv(cfg, confirm=lambda q: True)
+        assert time.monotonic() - start < 2.5
+
+
+def test_a_robot_serving_another_client_fails_within_the_timeout(make_env):
+    make_env().reset()
+    start = time.monotonic()
+    with pytest.raises(RobotConnectionError, match="no Franka answered within 1.0 s; another program"):
+        make_env(connect_timeout_s=1.0)
+    assert time.monotonic() - start < 2.5
+
+
+def test_a_missing_camera_fails_before_the_robot_is_contacted(recordings):
+    cfg = sim_franka_config("127.254.254.254", recordings)
+    from dataclasses import replace
+
+    cfg = replace(cfg, gripper_camera=replace(cfg.gripper_camera, recording=None, serial="000000000000"))
+    with pytest.raises(CameraError, match="robot.franka.gripper_camera.serial: no RealSense camera 000000000000"):
+        FrankaEnv(cfg, confirm=lambda q: True)
+
+
+def test_a_reflex_is_recovered_or_reported_and_the_robot_is_left_stopped(recordings):
+    home = sim_franka_config("-", recordings).home_joints  # start there: the test is about faults, not homing
+    with running_sim(faulty_sim_command("reflex", home)) as host:
+        stopped = FrankaEnv(sim_franka_config(host, recordings, auto_recover=False), confirm=lambda q: True)
+        with stopped, pytest.raises(RobotFaultError, match="mode Reflex"):
+            stopped.reset()
+        with FrankaEnv(sim_franka_config(host, recordings), confirm=lambda q: True) as env:
+            obs = env.reset()  # recovers once, then homes
+            np.testing.assert_allclose(obs["robot_obs"][7:14], env.cfg.home_joints, atol=0.02)
+    with running_sim(faulty_sim_command("stuck-reflex", home)) as host:
+        env = FrankaEnv(sim_franka_config(host, recordings), confirm=lambda q: True)
+        start = time.monotonic()
+        with env, pytest.raises(RobotFaultError, match="automatic error recovery failed"):
+            env.reset()
+        assert time.monotonic() - start < 3.0
