@@ -209,7 +209,9 @@ def get_or_create_experiment(target: TrackingTarget, name: str) -> str:
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=f"{target.artifact_root}/{name}")
+        # The kind tag makes MLflow 3's UI open on the training-runs table, not the GenAI overview.
+        return client.create_experiment(name, artifact_location=f"{target.artifact_root}/{name}",
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
     except MlflowException:
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -262,3 +264,13 @@ def find_runs(target: TrackingTarget, experiment: str, filter_string: str = "") 
         return []
     return list(client.search_runs([found.experiment_id], filter_string=filter_string,
                                    order_by=["attributes.start_time DESC"]))
+
+
+def list_run_artifacts(target: TrackingTarget, run_id: str, path: str = "") -> list[tuple[str, bool]]:
+    """`(artifact path, is_dir)` of the artifacts directly under `path` in run `run_id`."""
+    return [(info.path, info.is_dir) for info in make_client(target).list_artifacts(run_id, path or None)]
+
+
+def download_run_artifacts(target: TrackingTarget, run_id: str, path: str, dst: str | Path) -> Path:
+    """Download the artifact file or folder `path` of run `run_id` into the existing folder `dst`."""
+    return Path(make_client(target).download_artifacts(run_id, path, str(dst)))
