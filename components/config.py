@@ -552,7 +552,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value")
         parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):  # YAML 1.1 leaves `3e-4` a string
+        # YAML 1.1 leaves an unquoted `3e-4` a string; a quoted value ('817612070001') stays a string
+        if isinstance(parsed, str) and not value.strip().startswith(("'", '"')):
             try:
                 parsed = float(parsed)
             except ValueError:

@@ -93,3 +93,10 @@ def test_a_workspace_box_must_have_positive_extent(robot_raw):
     franka = {**robot_raw["franka"], "workspace_max": [0.75, 0.35, 0.0]}
     with pytest.raises(ConfigError, match=r"robot.franka.workspace_max: z must exceed workspace_min \(0.05\)"):
         build(RobotConfig, {**robot_raw, "franka": franka}, "robot")
+
+
+def test_a_quoted_serial_number_stays_a_string_on_the_command_line():
+    from components.config import parse_overrides
+
+    assert parse_overrides(["a.serial='817612070001'", "b=3e-4", "c=12"]) == {"a.serial": "817612070001",
+                                                                              "b": 3e-4, "c": 12}
