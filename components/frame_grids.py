@@ -1,0 +1,64 @@
+"""Predicted-vs-true future-frame grids for MLflow: what the prediction head has learned, at a glance.
+
+Each row is one robot sample; the columns are the current frame, the frame the model predicts `delta_t`
+steps ahead and the true future frame, all three decoded from VQ codes by the frozen tokenizer (so they
+differ only by what the model got right, not by tokenizer loss). Views stack vertically within a row.
+
+    grid = prediction_grid(model, robot_batch)      # (H, W, 3) uint8
+    log.log_image(grid, "frames/tune_step_000500.png")
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model.batches import RobotBatch
+from model.vla import VLAModel
+
+PAD = 2  # pixels of white between tiles
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(..., 3, S, S) images in [-1, 1] -> (..., S, S, 3) uint8."""
+    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.movedim(-3, -1).cpu().numpy()
+
+
+def tile(rows: list[list[np.ndarray]]) -> np.ndarray:
+    """Lay out equally sized (h, w, 3) tiles row by row with white gaps."""
+    h, w = rows[0][0].shape[:2]
+    n_rows, n_cols = len(rows), len(rows[0])
+    out = np.full((n_rows * (h + PAD) + PAD, n_cols * (w + PAD) + PAD, 3), 255, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            top, left = PAD + r * (h + PAD), PAD + c * (w + PAD)
+            out[top:top + h, left:left + w] = image
+    return out
+
+
+@torch.no_grad()
+def prediction_grid(model: VLAModel, batch: RobotBatch, *, bf16: bool = True, max_rows: int = 4) -> np.ndarray:
+    """Current | predicted future | true future, one row per sample (up to `max_rows`).
+
+    Args:
+        model: the unwrapped model (its VQ decoder renders the codes).
+        batch: robot samples with `future_codes` (training targets).
+        bf16: predict under bf16 autocast.
+        max_rows: samples shown.
+
+    Returns:
+        (H, W, 3) uint8 image.
+    """
+    if batch.future_codes is None:
+        raise ValueError("prediction_grid: the batch has no future_codes to compare against")
+    n = min(max_rows, batch.current_codes.shape[0])
+    inputs = RobotBatch(batch.instruction_ids[:n], batch.current_codes[:n],
+                        scene_pixels=None if batch.scene_pixels is None else batch.scene_pixels[:n],
+                        description_ids=None if batch.description_ids is None else batch.description_ids[:n])
+    predicted = model.predict(inputs, bf16=bf16).future_codes
+    columns = [model.decode_codes(codes) for codes in (inputs.current_codes, predicted, batch.future_codes[:n])]
+    pictures = [to_uint8(images) for images in columns]  # each (n, V, S, S, 3)
+    rows = [[np.concatenate(list(pictures[c][i]), axis=0) for c in range(3)] for i in range(n)]
+    return tile(rows)
