@@ -37,6 +37,8 @@ from model.config import ModelConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = PROJECT_ROOT / "profiles"
+# robot datasets the ingest stage writes frames and language windows for
+ROBOT_SOURCES = ("calvin", "bridge")
 PRESET_NAMES = ("full", "no_mmu", "no_bridge_pretrain", "no_prediction", "no_mmu_condition", "rt2", "phi_no_mmu")
 
 
@@ -116,6 +118,15 @@ class TokenizerConfig:
     lr: float = _f(gt=0.0)
     # weight of the LFQ entropy/commitment terms
     entropy_weight: float = _f(ge=0.0)
+    # frames (evenly spaced over the ingested frames table) decoded into memory to fit on
+    max_frames: int = _f(ge=1)
+    # frames held out of fitting (evenly spaced, disjoint from the fitted ones) to measure reconstruction PSNR
+    eval_frames: int = _f(ge=1)
+    # log losses and held-out PSNR every this many steps
+    log_every: int = _f(ge=1)
+    # text tokenizer folder (a saved transformers fast tokenizer, e.g. Phi-1.5's); null = train a byte-level
+    # BPE of model.text_vocab_size ids on the ingested instructions, descriptions and VQA texts
+    text_pretrained: str | None
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,8 @@ class TrainConfig:
     lambda_pre: float = _f(ge=0.0)
     # weight of the action loss L_ACT
     lambda_act: float = _f(ge=0.0)
+    # robot (PRE/ACT) data: source ("calvin", "bridge") -> sampling weight; the MMU share is set by mmu_batch_size
+    robot_mix: dict[str, float]
     # prefix the action prompt with CLIP tokens + scene description (the paper's L')
     mmu_condition: bool
     # Ray Train workers (DDP ranks)
@@ -178,6 +191,16 @@ class TrainConfig:
     log_every: int = _f(ge=1)
     # log a predicted-vs-true future-frame grid every this many steps
     image_every: int = _f(ge=1)
+
+    def validate(self) -> None:
+        """Cross-field checks."""
+        if not self.robot_mix:
+            raise ValueError("robot_mix: name at least one robot data source")
+        for source, weight in self.robot_mix.items():
+            if source not in ROBOT_SOURCES:
+                raise ValueError(f"robot_mix.{source}: unknown source; one of {list(ROBOT_SOURCES)}")
+            if not weight > 0:
+                raise ValueError(f"robot_mix.{source}: must be > 0, got {weight}")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,43 @@
+"""Connecting a stage's driver to Ray: the cluster at `RAY_ADDRESS`, or a fresh local Ray on 127.0.0.1.
+
+Example::
+
+    with ray_connection(cfg.cluster.num_cpus):
+        summary = ingest_datasets(...)      # Ray tasks / Ray Data inside
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import ray
+
+
+@contextmanager
+def ray_connection(num_cpus: int | None = None) -> Iterator[None]:
+    """Use the Ray already initialised in this process, join `RAY_ADDRESS`, or start a local Ray.
+
+    A local Ray is always a new one (`address="local"`) bound to loopback, with `num_cpus` CPUs (None =
+    all of the machine); it is shut down on exit. A joined or pre-existing Ray is left running.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only (stack-notes §2)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def require_ray(stage: str) -> None:
+    """Fail clearly when a stage that fans out over Ray runs without a connection."""
+    if not ray.is_initialized():
+        raise RuntimeError(f"{stage}: Ray is not initialised; call it inside components.ray_runtime.ray_connection()")

@@ -1,0 +1,44 @@
+"""`tokenizer` stage entry point: the VQ image tokenizer and the text tokenizer -> artifacts/{vq,text_tokenizer}/.
+
+    python -m workflows.tokenizer                                # fit on data/ingested (embedded default)
+    python -m workflows.tokenizer --profile paper                # load tokenizer.pretrained / text_pretrained
+
+Writes metrics/tokenizer.json and logs an MLflow run `tokenizer-<preset>-s<seed>` (losses, held-out
+PSNR, a grid of originals vs reconstructions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from components.config import add_config_args, config_from_args, flatten, to_dict
+from components.tokenizer import prepare_tokenizers
+from components.tracking import experiment_name, resolve_target, run_name, start_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fit or load the tokenizers."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--ingested", default="data/ingested", help="the ingest stage's output")
+    parser.add_argument("--out", default="artifacts", help="writes <out>/vq and <out>/text_tokenizer")
+    parser.add_argument("--metrics", default="metrics/tokenizer.json", help="DVC metrics file")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    name = run_name("tokenizer", cfg.experiment.preset, cfg.experiment.seed)
+    params = flatten(to_dict(cfg.tokenizer), "tokenizer.") | flatten(to_dict(cfg.model.vq), "model.vq.")
+    with start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
+                   params=params) as run:
+        summary = prepare_tokenizers(cfg.tokenizer, cfg.model, Path(args.ingested), Path(args.out),
+                                     seed=cfg.experiment.seed, log=run)
+    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.metrics).write_text(json.dumps(asdict(summary), indent=2))
+    print(json.dumps(asdict(summary), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
