@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as err:  # config, checkpoint, SLURM, robot and camera errors
         print(f"robot_eval: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # FrankaEnv has already stopped the robot on its way out
+        print("robot_eval: interrupted; the robot was stopped. Run the same command to resume.", file=sys.stderr)
+        return 130
     return 0
 
 

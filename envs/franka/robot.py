@@ -160,8 +160,9 @@ class FrankaArm:
         self._guard(lambda: self.robot.move(motion, asynchronous=True))
 
     def move_joints(self, joints: np.ndarray) -> None:
-        """Move to joint angles (7,) rad and wait, interruptibly, until the motion ends."""
+        """Stop any Cartesian motion, move to joint angles (7,) rad and wait, interruptibly, until there."""
         franky = self._franky
+        self.stop()  # franky cannot switch a running motion from Cartesian to joint control
         motion = franky.JointMotion(np.asarray(joints, dtype=np.float64))
         self._guard(lambda: self.robot.move(motion, asynchronous=True))
         self._guard(lambda: self._wait(lambda: self.robot.join_motion(timeout=POLL_S)))
@@ -203,12 +204,18 @@ class FrankaArm:
         return False
 
     def stop(self) -> None:
-        """Stop every running motion and wait until the robot reports it stopped.
+        """Stop the running motion, if any, and wait until the robot reports it stopped.
 
         A stop preempts the running motion, which libfranka reports as a ControlException: that is the
-        expected outcome here and is not re-raised.
+        expected outcome here and is not re-raised. With no motion running nothing is sent: a stop of an
+        idle franky-sim robot makes its later Cartesian motions overshoot their targets.
         """
         franky = self._franky
+        try:
+            if self.robot.join_motion(timeout=0.0):  # True: no motion is running
+                return
+        except franky.ControlException:  # the motion already ended in an error (a reflex): the arm is still
+            return
         self.robot.stop()
         deadline = time.monotonic() + STOP_JOIN_S
         while time.monotonic() < deadline:
@@ -217,6 +224,7 @@ class FrankaArm:
                     return
             except franky.ControlException:
                 return
+        raise RobotFaultError(f"the robot did not confirm the stop within {STOP_JOIN_S} s; use the emergency stop")
 
     def close(self) -> None:
         """Let a running gripper command finish (interruptibly), then disconnect."""

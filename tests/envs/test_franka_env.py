@@ -69,16 +69,19 @@ def test_an_episode_moves_the_arm_in_the_commanded_world_directions(make_env):
     assert obs["robot_obs"].shape == (15,) and obs["depth_obs"] == {} and "scene_obs" not in obs
     np.testing.assert_allclose(obs["robot_obs"][7:14], env.cfg.home_joints, atol=0.02)
     env.arm("Scene ready?")
-    frames = [frame_number(obs["rgb_obs"]["rgb_static"])]
+    frames, target = [frame_number(obs["rgb_obs"]["rgb_static"])], obs["robot_obs"][:6].copy()
     for axis, sign in ((0, 1), (1, 1), (2, -1)):  # world -z is the downward gripper's own +z
         start = obs["robot_obs"][:3].copy()
         action = np.r_[np.zeros(6), 1.0]
         action[axis] = 0.5 * sign
-        run(env, action, 6)
-        obs, info = hold(env)
+        _, info = run(env, action, 6)
+        assert not info["clipped_step"]
+        target[axis] += sign * 6 * 0.5 * 0.02  # CALVIN: 0.02 m per unit of action, in the world frame
+        np.testing.assert_allclose(info["target"][:3], target[:3], atol=1e-9)
+        obs, info = hold(env)  # the arm gets there: the measured TCP moved along the same world axis
         moved = obs["robot_obs"][:3] - start
-        assert moved[axis] == pytest.approx(sign * 6 * 0.5 * 0.02, abs=0.004), moved
-        assert np.abs(np.delete(moved, axis)).max() < 0.003, moved
+        assert moved[axis] == pytest.approx(sign * 0.06, abs=0.005), moved
+        assert np.abs(np.delete(moved, axis)).max() < 0.004, moved
         frames.append(frame_number(obs["rgb_obs"]["rgb_static"]))
     yaw = info["target"][5]
     run(env, [0, 0, 0, 0, 0, 0.5, 1.0], 6)
@@ -99,6 +102,9 @@ def test_the_gripper_follows_the_last_action(make_env):
             widths.append(obs["robot_obs"][6])
             assert len(widths) < 50, widths
             assert obs["robot_obs"][14] == gripper
+    run(env, [0, 1.0, 0, 0, 0, 0, 1.0], 3)
+    obs = env.reset()  # mid-motion, as CALVIN's loop may: the Cartesian motion is stopped, then the arm homes
+    np.testing.assert_allclose(obs["robot_obs"][7:14], env.cfg.home_joints, atol=0.02)
 
 
 def test_targets_outside_the_workspace_are_clipped_and_never_reached(make_env, franky_sim_host, recordings):

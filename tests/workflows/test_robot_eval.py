@@ -1,9 +1,8 @@
-"""workflows/robot_eval.py: the `run` CLI against franky-sim with recorded cameras and a FIFO operator,
-`schedule` on the local SLURM's robot partition, `cron` lines, and its errors.
+"""workflows/robot_eval.py: `run` with a real (tiny, untrained) UP-VLA checkpoint against franky-sim, recorded
+cameras and a FIFO operator; `schedule` on the local SLURM's robot partition; `cron` lines; errors.
 
-The checkpoint loader is components.policy's (tested with it); here a scripted CALVIN policy stands in
-for it, patched into `load_robot_policy`, the one call that loads checkpoints for the robot.
-Budget: about 15 s, plus the session's SLURM start when no other test started it.
+Budget: about 20 s on an idle CPU (most of it importing torch/transformers and the first MMU-conditioned
+forward), plus the session's SLURM start when no other test started it.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -28,14 +26,11 @@ from workflows import robot_eval
 CHECKPOINT = "artifacts/tune/model"
 
 
-class HalfSpeedRight:
-    """A CALVIN policy moving +y at half speed, open gripper."""
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from tests.fixtures.tiny_policy import write_tiny_checkpoint
 
-    def reset(self) -> None:
-        pass
-
-    def step(self, obs, goal):
-        return np.array([0, 0.5, 0, 0, 0, 0, 1.0])
+    return str(write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint") / "model"))
 
 
 @pytest.fixture
@@ -64,17 +59,16 @@ def answer_prompts(folder, answers, stop):
 
 
 @pytest.mark.robot
-def test_run_evaluates_on_the_robot_with_prompts_through_the_fifo(
-        franky_sim_host, cell_params, tmp_path, monkeypatch, capsys):
+def test_run_evaluates_a_checkpoint_on_the_robot_with_prompts_through_the_fifo(
+        franky_sim_host, cell_params, tiny_checkpoint, tmp_path, capsys):
     require_realsense()
     cams = write_camera_pair(tmp_path / "cams", 50)
-    monkeypatch.setattr(robot_eval, "load_robot_policy", lambda cfg, checkpoint, device: HalfSpeedRight())
     out = tmp_path / "results"
     out.mkdir()
     stop = threading.Event()
     operator = threading.Thread(target=answer_prompts, args=(out, ["y", "y", "y"], stop), daemon=True)
     operator.start()  # homing, scene ready, success
-    argv = ["run", "--params", str(cell_params), "--checkpoint", CHECKPOINT, "--out", str(out), "--operator-fifo",
+    argv = ["run", "--params", str(cell_params), "--checkpoint", tiny_checkpoint, "--out", str(out), "--operator-fifo",
             "--set", f"robot.franka.hostname={franky_sim_host}", "--set", "robot.franka.dynamics_factor=0.3",
             "--set", f"robot.franka.static_camera.serial='{STATIC_SERIAL}'",  # quoted: YAML reads digits as a number
             "--set", f"robot.franka.static_camera.recording={cams['static']}",
@@ -89,23 +83,22 @@ def test_run_evaluates_on_the_robot_with_prompts_through_the_fifo(
     printed = capsys.readouterr().out
     assert json.loads(printed[printed.rindex("\n{") + 1:]) == summary  # the CLI prints the summary last
     record = json.loads((out / "trials.jsonl").read_text())
-    assert record["checkpoint"] == CHECKPOINT and record["steps"] == 2
+    assert record["checkpoint"] == tiny_checkpoint and record["steps"] == 2
     client = make_client(TrackingTarget(uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                                         artifact_root=(tmp_path / "mlartifacts").as_uri()))
     run = client.search_runs([client.get_experiment_by_name("upvla-robot").experiment_id])[0]
     assert run.info.run_name == "robot-full-s0" and run.info.status == "FINISHED"
     assert run.data.metrics["success/seen/pick_carrot"] == 1.0
-    assert run.data.params["checkpoint"] == CHECKPOINT and run.data.tags["dry_run"] == "False"
+    assert run.data.params["checkpoint"] == tiny_checkpoint and run.data.tags["dry_run"] == "False"
     assert "Scene ready for \"pick up the carrot\"?" in (out / "operator.log").read_text()
 
 
-def test_a_bad_checkpoint_or_an_unset_camera_fails_with_the_reason(cell_params, tmp_path, monkeypatch, capsys):
+def test_a_bad_checkpoint_or_an_unset_camera_fails_with_the_reason(cell_params, tiny_checkpoint, tmp_path, capsys):
     missing = tmp_path / "no-such-model"
     assert robot_eval.main(["run", "--params", str(cell_params), "--checkpoint", str(missing)]) == 2
-    assert str(missing) in capsys.readouterr().err
-    monkeypatch.setattr(robot_eval, "load_robot_policy", lambda cfg, checkpoint, device: HalfSpeedRight())
-    start = time.monotonic()
-    assert robot_eval.main(["run", "--params", str(cell_params), "--checkpoint", CHECKPOINT]) == 2
+    assert f"{missing}: not a checkpoint folder" in capsys.readouterr().err
+    start = time.monotonic()  # the shipped params.yaml leaves the camera serials to the user
+    assert robot_eval.main(["run", "--params", str(cell_params), "--checkpoint", tiny_checkpoint]) == 2
     assert "robot.franka.static_camera.serial: not set" in capsys.readouterr().err
     assert time.monotonic() - start < 5
 
