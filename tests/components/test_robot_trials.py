@@ -76,6 +76,7 @@ def run_session(robot_cfg, host, recordings, out_dir, operator, policy, log=None
                                 operator=Operator(operator.answer, lambda message: None), **kwargs)
 
 
+@pytest.mark.robot
 def test_trials_resume_where_the_operator_stopped_and_log_to_mlflow(
         robot_cfg, franky_sim_host, recordings, tmp_path, tracking_target):
     out = tmp_path / "robot"

@@ -35,12 +35,13 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def cell_params(tmp_path):
-    """params.yaml with one 2-step task, the MLflow store under tmp_path, and cameras not yet recorded."""
+    """params.yaml with one 2-step task; MLflow store, results and SLURM folders under tmp_path; cameras unset."""
     raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     raw["robot"].update(trials_per_task=1, suites={"seen": [{"name": "pick_carrot", "instruction": "pick up the carrot",
                                                              "max_steps": 2}]})
     raw["tracking"].update(db=str(tmp_path / "mlflow.db"), artifacts=str(tmp_path / "mlartifacts"))
     raw["slurm"]["log_dir"] = str(tmp_path / "slurm")
+    raw["robot"]["results_dir"] = str(tmp_path / "results")
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -115,7 +116,7 @@ def test_cron_prints_a_line_that_runs_the_same_evaluation_without_a_terminal(cel
     assert argv[1:5] == ["-m", "workflows.robot_eval", "run", "--checkpoint"] and "--operator-fifo" in argv
     assert "robot.franka.dry_run=true" in argv and "robot.franka.hostname=10.0.0.2" in argv
     out_dir = argv[argv.index("--out") + 1]
-    assert out_dir.endswith("results/robot/artifacts-tune-model-dry-run")
+    assert out_dir == str(cell_params.parent / "results" / "artifacts-tune-model-dry-run")
     assert robot_eval.main(["cron", "--when", "daily", "--checkpoint", CHECKPOINT]) == 2
     assert "expected five cron fields" in capsys.readouterr().err
 
