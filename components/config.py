@@ -207,15 +207,27 @@ class TrainConfig:
 class EvaluateConfig:
     """`evaluate`: CALVIN's long-horizon protocol over parallel Ray actors."""
 
+    # checkpoint folder evaluated by `dvc repro` (the tune stage's model); CLI flags override it
+    checkpoint: str
     # chains of CALVIN's official list to run (the first N); CALVIN uses 1000
     num_sequences: int = _f(ge=1, le=1000)
-    # environment actors
+    # rollout actors (Ray)
     num_workers: int = _f(ge=1)
+    # environments one actor steps together (its policy batches their replans)
+    envs_per_worker: int = _f(ge=1)
+    # CPUs Ray reserves per rollout actor and for a shared inference actor; torch threads = max(1, floor)
+    cpus_per_worker: float = _f(gt=0.0)
     # steps per subtask before it counts as failed (CALVIN: 360)
     ep_len: int = _f(ge=1)
-    # batch policy inference across environments
+    # batch policy inference across an actor's environments (false: one call per env)
     batched_inference: bool
-    # rollout videos (camera frame beside predicted future frame) saved to MLflow
+    # where the model runs: a copy per actor, one shared inference actor, or auto (shared on GPU, local on CPU)
+    inference: Literal["auto", "local", "shared"]
+    # inference arithmetic (bf16 autocast or fp32)
+    precision: Literal["bf16", "fp32"]
+    # restarts Ray grants a crashed rollout actor (its running chains are retried)
+    worker_restarts: int = _f(ge=0)
+    # rollout videos (camera frame beside predicted future frame) of the first N chains
     num_videos: int = _f(ge=0)
 
 

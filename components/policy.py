@@ -162,12 +162,10 @@ class VLAInference:
                            description_ids=None if description_ids is None else description_ids.to(self.device))
         prediction = self.model.predict(batch, bf16=self.bf16)
         previews: list[np.ndarray | None] = [None] * len(request.goals)
-        rows = [i for i, wanted in enumerate(request.previews) if wanted]
-        if rows:
-            images = self.model.decode_codes(prediction.future_codes[rows])[:, 0]  # static view
-            frames = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-            for row, frame in zip(rows, frames, strict=True):
-                previews[row] = frame
+        for row in (i for i, wanted in enumerate(request.previews) if wanted):
+            # one row at a time: the VQ decoder's convolutions round differently with the batch size
+            image = self.model.decode_codes(prediction.future_codes[row:row + 1])[0, 0]  # static view
+            previews[row] = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         return PlanReply(prediction.actions.cpu().numpy(), descriptions if self.settings.mmu_condition
                          else [None] * len(descriptions), previews)
 

@@ -48,8 +48,8 @@ def ray_session():
     """A local Ray with 2 CPUs for the whole test session (shut down at the end)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    if not ray.is_initialized():  # address="local": never join a cluster another process left on this machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
     yield ray
     ray.shutdown()

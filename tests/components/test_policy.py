@@ -57,12 +57,16 @@ def test_batched_actions_equal_one_policy_per_env(checkpoint, observations):
     engine = load_inference(checkpoint)
     batched = ChunkedPolicy(engine, 4)
     singles = [UPVLAPolicy(engine) for _ in obs]
+    for slot, single in enumerate(singles):  # predicted frames too (they go into the rollout videos)
+        batched.watch(slot, True)
+        single.chunked.watch(0, True)
     for step in range(2 * CHUNK + 1):  # crosses two replans
         live = [0, 1, 2, 3] if step % 3 else [2, 0]  # batch composition changes from step to step
         together = batched.act(live, [obs[i] for i in live], [goals[i] for i in live])
         for slot, action in zip(live, together, strict=True):
             alone = singles[slot].step(obs[slot], goals[slot])
             assert np.array_equal(action, alone), f"slot {slot} step {step}: a row depends on its batch"
+            assert np.array_equal(batched.preview(slot), singles[slot].chunked.preview(0))
             assert action.shape == (7,) and action[-1] in (-1.0, 1.0) and np.all(np.abs(action[:6]) <= 1)
 
 

@@ -1,0 +1,154 @@
+"""Evaluation throughput: env steps/s of CALVIN's sequential loop vs N Ray actors, batched or not, local or shared.
+
+Same policy, same chains, one run. The policy is a UP-VLA checkpoint at the CPU default size of
+params.yaml (`model:`) with random weights, prompted as the `full` preset is (MMU-conditioned: a scene
+description per subtask, then a replan every chunk_len steps); the envs are PlayTable scene D with both
+cameras, as in evaluation. Random weights never solve a subtask, so every chain is one subtask of
+exactly `--ep-len` steps and every configuration runs the same number of steps.
+
+Rows:
+  sequential          CALVIN's loop (envs.protocol.evaluate_chains): one env, one policy, in this process,
+                      with 1 torch thread and with all cores; the faster is the baseline of the ratios
+  local  N x E        N rollout actors, each with E envs and its own model (1 torch thread per actor)
+  shared N x E        N rollout actors sending replans to one inference actor, which batches across them
+Figures exclude process start-up (actors building envs and loading the model); the last column
+includes it. Also printed: one replan's latency in bf16 autocast vs fp32 (the `precision` choice).
+
+Run:
+    .venv/bin/python benchmarks/rollouts.py [--chains 8] [--ep-len 60] [--workers 1 2] [--envs 1 2]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from components.config import load_config  # noqa: E402
+from components.inference import InferenceServer, LocalVLAFactory, SharedVLAFactory  # noqa: E402
+from components.policy import (  # noqa: E402
+    DESCRIPTION_PROMPT,
+    PlanRequest,
+    PolicySettings,
+    UPVLAPolicy,
+    load_inference,
+    save_policy_settings,
+)
+from components.ray_runtime import ray_connection  # noqa: E402
+from components.rollout_workers import WorkerSpec, run_rollouts  # noqa: E402
+from envs.factory import make_env  # noqa: E402
+from envs.protocol import evaluate_chains  # noqa: E402
+from envs.sequences import get_sequences  # noqa: E402
+from envs.tasks import load_eval_instructions  # noqa: E402
+from model.vla import VLAModel  # noqa: E402
+from model.vocab import build_text_tokenizer  # noqa: E402
+
+
+def write_checkpoint(folder: Path) -> Path:
+    """The CPU default model (random weights) with a tokenizer of the evaluation sentences, MMU-conditioned."""
+    cfg = load_config()
+    texts = [*load_eval_instructions().values(), DESCRIPTION_PROMPT]
+    torch.manual_seed(0)
+    model = VLAModel.build(cfg.model, text_tokenizer=build_text_tokenizer(texts, cfg.model.text_vocab_size))
+    model.save_pretrained(folder)
+    save_policy_settings(folder, PolicySettings(mmu_condition=cfg.tune.mmu_condition))
+    return folder
+
+
+def time_sequential(folder: Path, chains: list, ep_len: int, threads: int) -> tuple[float, float]:
+    """(steps/s, steps/s including building the env and loading the model) of CALVIN's loop."""
+    torch.set_num_threads(threads)
+    begin = time.perf_counter()
+    env = make_env(load_config().env)
+    policy = UPVLAPolicy(load_inference(folder))
+    start = time.perf_counter()
+    results = evaluate_chains(env, policy, [chain for _, chain in chains], ep_len=ep_len)
+    end = time.perf_counter()
+    env.close()
+    steps = sum(s.steps for r in results for s in r.subtasks)
+    return steps / (end - start), steps / (end - begin)
+
+
+def time_actors(folder: Path, chains: list, ep_len: int, workers: int, envs: int, batched: bool,
+                shared: bool) -> tuple[float, float]:
+    """(steps/s, steps/s including actor start-up) of `workers` rollout actors."""
+    import ray
+
+    cpus = 0.5 if shared else 1.0  # the shared inference actor needs room beside the rollout actors
+    begin = time.perf_counter()
+    server = None
+    if shared:
+        server = ray.remote(InferenceServer).options(num_cpus=cpus).remote(str(folder), threads=1)
+        factory = SharedVLAFactory(server)
+    else:
+        factory = LocalVLAFactory(str(folder))
+    spec = WorkerSpec(load_config().env, factory, envs_per_worker=envs, ep_len=ep_len, batched=batched)
+    try:
+        stats = run_rollouts(spec, chains, num_workers=workers, cpus_per_worker=cpus,
+                             reserved_cpus=cpus if shared else 0.0)
+    finally:
+        if server is not None:
+            ray.kill(server)
+    return stats.steps_per_s, stats.env_steps / (time.perf_counter() - begin)
+
+
+def replan_latency(folder: Path, precision: str, repeats: int = 20) -> float:
+    """Mean ms of one replan (B = 1, description included once) in `precision`, one torch thread."""
+    engine = load_inference(folder, precision=precision)
+    env = make_env(load_config().env)
+    frame = env.get_obs()["rgb_obs"]["rgb_static"][None]
+    env.close()
+    goal = next(iter(load_eval_instructions().values()))
+    description = engine.plan(PlanRequest([goal], frame, None, [None], [False])).descriptions
+    begin = time.perf_counter()
+    for _ in range(repeats):
+        engine.plan(PlanRequest([goal], frame, None, description, [False]))
+    return (time.perf_counter() - begin) / repeats * 1000
+
+
+def configurations(workers: list[int], envs: list[int]) -> list[tuple[bool, int, int, bool]]:
+    """(shared, actors, envs per actor, batched) to time: every combination; unbatched only with several envs."""
+    return [(shared, n, e, batched) for shared in (False, True) for n in workers for e in envs
+            for batched in ((True, False) if e > 1 else (True,))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chains", type=int, default=8, help="chains per configuration (CALVIN's first N)")
+    parser.add_argument("--ep-len", type=int, default=60, help="steps per subtask (= per chain here)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="rollout actor counts")
+    parser.add_argument("--envs", type=int, nargs="+", default=[1, 2], help="envs per actor")
+    args = parser.parse_args()
+    chains = list(enumerate(get_sequences(1000)[: args.chains]))
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_checkpoint(Path(tmp) / "model")
+        torch.set_num_threads(1)
+        latency = {p: replan_latency(folder, p) for p in ("fp32", "bf16", "fp32", "bf16")}  # second pass kept
+        print(f"one replan, 1 thread: fp32 {latency['fp32']:.1f} ms, bf16 autocast {latency['bf16']:.1f} ms "
+              f"({latency['fp32'] / latency['bf16']:.2f}x)")
+        rows = [(f"sequential (CALVIN's loop), {n} torch thread(s)", *time_sequential(folder, chains, args.ep_len, n))
+                for n in sorted({1, os.cpu_count() or 1})]
+        base = max(rate for _, rate, _ in rows)  # the better sequential loop is the baseline
+        with ray_connection(os.cpu_count()):
+            for shared, workers, envs, batched in configurations(args.workers, args.envs):
+                name = f"{'shared' if shared else 'local '} {workers} actor(s) x {envs} env(s)"
+                name += (", batched" if batched else ", one call per env") if envs > 1 else ""
+                rows.append((name, *time_actors(folder, chains, args.ep_len, workers, envs, batched, shared)))
+    print(f"\n{args.chains} chains x {args.ep_len} steps, scene D, both cameras, CPU default model (random weights)")
+    print(f"{'configuration':<52} {'steps/s':>8} {'vs seq.':>8} {'incl. start-up':>15}")
+    for name, rate, rate_all in rows:
+        print(f"{name:<52} {rate:8.1f} {rate / base:7.2f}x {rate_all:15.1f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
