@@ -35,7 +35,7 @@ from tqdm import tqdm
 from components.config import TokenizeConfig
 from components.frame_encoder import EncodeFrames, encoder_settings
 from components.ray_runtime import require_ray
-from components.tables import FRAMES, TOKENS_SCHEMA, part_files, write_table
+from components.tables import FRAMES, ROW_GROUP_SIZE, TOKENS_SCHEMA, part_files, write_table
 from components.tracking import NULL_LOGGER, MetricLogger
 from model.config import ModelConfig
 from model.vq_tokenizer import WEIGHTS_NAME
@@ -103,12 +103,26 @@ def prepare_output(out_dir: Path, manifest: dict[str, Any]) -> None:
     path.write_text(json.dumps(manifest, indent=1))
 
 
+def read_rows(path: str, lo: int, hi: int) -> pa.Table:
+    """Rows [lo, hi) of a Parquet file, reading only the row groups that hold them."""
+    meta = pq.ParquetFile(path).metadata
+    groups, first, offset = [], None, 0
+    for g in range(meta.num_row_groups):
+        n = meta.row_group(g).num_rows
+        if offset < hi and offset + n > lo:
+            groups.append(g)
+            first = offset if first is None else first
+        offset += n
+    table = pq.ParquetFile(path).read_row_groups(groups, columns=READ_COLUMNS)
+    return table.slice(lo - first, hi - lo)
+
+
 def read_pieces(batch: pa.Table) -> pa.Table:
     """Ray Data UDF: piece rows (file, lo, hi, shard, start) -> the frames they cover, tagged with shard/position."""
     tables = []
     columns = (batch.column(c).to_pylist() for c in ("file", "lo", "hi", "shard", "start"))
     for file, lo, hi, shard, start in zip(*columns, strict=True):
-        rows = pq.read_table(file, columns=READ_COLUMNS).slice(lo, hi - lo)
+        rows = read_rows(file, lo, hi)
         rows = rows.append_column("shard", pa.array([shard] * len(rows), pa.int32()))
         tables.append(rows.append_column("position", pa.array(range(start, start + len(rows)), pa.int64())))
     return pa.concat_tables(tables)
@@ -143,12 +157,15 @@ def pretokenize_frames(cfg: TokenizeConfig, model_cfg: ModelConfig, vq_dir: Path
 def encode_shards(cfg: TokenizeConfig, model_cfg: ModelConfig, vq_dir: Path, pending: list[Shard],
                   out_dir: Path) -> None:
     """Run the Ray Data pipeline over the pending shards and write each shard as soon as it is complete."""
-    items = []
+    items = []  # work items of at most one row group each, so every actor gets work
     for shard in pending:
         start = shard.start
         for path, lo, hi in shard.pieces:
-            items.append({"file": path, "lo": lo, "hi": hi, "shard": shard.index, "start": start})
-            start += hi - lo
+            a = lo
+            while a < hi:
+                b = min(hi, (a // ROW_GROUP_SIZE + 1) * ROW_GROUP_SIZE)
+                items.append({"file": path, "lo": a, "hi": b, "shard": shard.index, "start": start})
+                start, a = start + b - a, b
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(read_pieces, batch_size=1, batch_format="pyarrow", num_cpus=0.5)
     ds = ds.map_batches(EncodeFrames, batch_size=cfg.batch_size, batch_format="pyarrow",
