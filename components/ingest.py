@@ -14,11 +14,12 @@ were kept, writes the windows table and the quarantine report, and fails when a 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import ray
 from tqdm import tqdm
 
@@ -29,7 +30,7 @@ from components.sources import UnitResult
 from components.sources.bridge import plan_bridge
 from components.sources.calvin import Describe, plan_calvin, read_windows
 from components.sources.llava import plan_llava
-from components.tables import FRAMES, VQA, WINDOWS, WINDOWS_SCHEMA, PartWriter
+from components.tables import FRAMES, VQA, WINDOWS, WINDOWS_SCHEMA, PartWriter, read_table
 from components.tracking import NULL_LOGGER, MetricLogger
 
 SOURCES = ("calvin", "bridge", "llava")
@@ -45,8 +46,8 @@ class IngestSummary:
     # records seen / quarantined per table
     totals: dict[str, int]
     quarantined: dict[str, int]
-    # LLaVA samples without an image (skipped on purpose)
-    skipped_text_only: int
+    # records skipped on purpose, by reason (llava_without_image, bridge_without_lang)
+    skipped: dict[str, int]
     # CALVIN frames that got a ground-truth scene description
     described_frames: int
     report: str
@@ -54,7 +55,7 @@ class IngestSummary:
     def metrics(self) -> dict[str, float]:
         """Flat numeric metrics for MLflow and DVC."""
         out = {"frames": self.frames, "windows": self.windows, "vqa": self.vqa,
-               "skipped_text_only": self.skipped_text_only, "described_frames": self.described_frames}
+               "described_frames": self.described_frames} | {f"skipped_{k}": v for k, v in self.skipped.items()}
         for table, total in self.totals.items():
             out[f"quarantined_{table}"] = self.quarantined.get(table, 0)
             out[f"bad_fraction_{table}"] = self.quarantined.get(table, 0) / total if total else 0.0
@@ -135,15 +136,11 @@ def _plan(sources: Mapping[str, Path | None], per_unit: int) -> tuple[list[Any],
 
 
 def _finish(cfg: IngestConfig, results: list[UnitResult], out_dir: Path, log: MetricLogger) -> IngestSummary:
-    totals: dict[str, int] = {}
-    records: list[QuarantineRecord] = []
+    totals = _sum_counts(r.totals for r in results)
+    records: list[QuarantineRecord] = [rec for r in results for rec in r.records]
     windows = PartWriter(out_dir / WINDOWS, "part", WINDOWS_SCHEMA, cfg.rows_per_file)
-    for r in results:
-        for table, n in r.totals.items():
-            totals[table] = totals.get(table, 0) + n
-        records += r.records
-        for row in r.windows:
-            windows.add(row)
+    for row in (row for r in results for row in r.windows):
+        windows.add(row)
     windows.flush()
     report = write_report(records, totals, out_dir)
     log.log_artifact(report, "ingest")
@@ -151,18 +148,22 @@ def _finish(cfg: IngestConfig, results: list[UnitResult], out_dir: Path, log: Me
     bad = {t: sum(1 for rec in records if rec.table == t) for t in totals}
     summary = IngestSummary(frames=totals.get(FRAMES, 0) - bad.get(FRAMES, 0), windows=windows.rows_written,
                             vqa=totals.get(VQA, 0) - bad.get(VQA, 0), totals=totals, quarantined=bad,
-                            skipped_text_only=sum(r.skipped for r in results),
+                            skipped=_sum_counts(r.skipped for r in results),
                             described_frames=_described(out_dir), report=str(report))
     log.log_metrics({f"ingest/{k}": v for k, v in summary.metrics().items()})
     check_bad_fraction(records, totals, cfg.max_bad_fraction, report)
     return summary
 
 
+def _sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in counts:
+        for key, n in c.items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
 def _described(out_dir: Path) -> int:
-    import pyarrow.compute as pc
-
-    from components.tables import read_table
-
     if not any((out_dir / FRAMES).glob("*.parquet")):
         return 0
     column = read_table(out_dir / FRAMES, columns=["description"]).column("description")

@@ -37,8 +37,13 @@ class UnitResult:
     windows: list[dict[str, Any]] = field(default_factory=list)
     # (split, frame_id) of every frame kept (CALVIN: windows are checked against it)
     kept_frames: list[tuple[str, int]] = field(default_factory=list)
-    # records skipped on purpose, not bad (LLaVA samples without an image)
-    skipped: int = 0
+    # records skipped on purpose, not bad, by reason: LLaVA samples without an image, Bridge trajectories
+    # without lang.txt (BridgeData v2 labels only part of its trajectories; their frames are still kept)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        """Count one record skipped for `reason`."""
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
     def count(self, table: str, n: int = 1) -> None:
         """Add `n` records seen for `table`."""

@@ -8,7 +8,9 @@
 
 One trajectory is one episode and one language window over all its frames. Frames keep their JPEG
 bytes as found; a trajectory whose pickles are missing or inconsistent is quarantined frame by frame.
-The last frame has no action when policy_out holds T-1 entries (its `actions` is null).
+The last frame has no action when policy_out holds T-1 entries (its `actions` is null). BridgeData v2
+labels only part of its trajectories: one without `lang.txt` keeps its frames (the VQ tokenizer can use
+them), gets no window, and is counted as skipped; an empty or unreadable `lang.txt` is quarantined.
 """
 
 from __future__ import annotations
@@ -141,6 +143,9 @@ class BridgeUnit:
 
     @staticmethod
     def _window(traj: Path, source: str, episode: int, steps: int, kept: int, result: UnitResult) -> None:
+        if not (traj / "lang.txt").exists():
+            result.skip("bridge_without_lang")
+            return
         result.count(WINDOWS)
         try:
             instruction = read_instruction(traj)

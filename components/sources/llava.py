@@ -98,7 +98,7 @@ class LlavaUnit:
         writer = PartWriter(out_root / VQA, f"llava-u{self.index:05d}", VQA_SCHEMA, rows_per_file)
         for offset, sample in enumerate(self.samples):
             if isinstance(sample, dict) and "image" not in sample:
-                result.skipped += 1
+                result.skip("llava_without_image")
                 continue
             result.count(VQA)
             where = f"{JSON_NAME}[{self.start + offset}]"

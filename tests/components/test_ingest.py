@@ -25,7 +25,7 @@ BRIDGE_TRAJ = "toykitchen1/put_cup_in_sink/2024-05-01_10-00-00/raw/traj_group0/t
 
 def test_clean_data_is_ingested_whole(pipeline_data):
     s = pipeline_data.ingest
-    assert (s.frames, s.windows, s.vqa, s.skipped_text_only) == (24 + 18 + 16 + 2 * 12, 4 + 2, 4, 1)
+    assert (s.frames, s.windows, s.vqa, s.skipped) == (24 + 18 + 16 + 2 * 12, 4 + 2, 4, {"llava_without_image": 1})
     assert s.quarantined == {"frames": 0, "windows": 0, "vqa": 0}
     report = json.loads((pipeline_data.ingested / "quarantine.json").read_text())
     assert report["records"] == [] and report["tables"]["frames"]["total"] == 82
@@ -211,6 +211,17 @@ def test_pickles_are_only_loaded_from_inside_the_dataset_folder(tmp_path, pipeli
     ingest_datasets(cfg, {"bridge": raw / "bridge"}, tmp_path / "out")
     report = json.loads((tmp_path / "out" / "quarantine.json").read_text())
     assert any(r["kind"] == "bad_value" and "outside the dataset folder" in r["reason"] for r in report["records"])
+
+
+def test_bridge_trajectories_without_language_keep_their_frames(tmp_path, pipeline_data, ray_session):
+    shutil.copytree(pipeline_data.raw / "bridge", tmp_path / "bridge")
+    (tmp_path / "bridge" / BRIDGE_TRAJ.format(0) / "lang.txt").unlink()  # BridgeData v2 labels only some
+    (tmp_path / "bridge" / BRIDGE_TRAJ.format(1) / "lang.txt").write_text("\nconfidence: 1\n")
+    summary = ingest_datasets(dataclasses.replace(pipeline_data.cfg.ingest, max_bad_fraction=1.0),
+                              {"bridge": tmp_path / "bridge"}, tmp_path / "out")
+    assert (summary.frames, summary.windows, summary.skipped) == (24, 0, {"bridge_without_lang": 1})
+    report = json.loads((tmp_path / "out" / "quarantine.json").read_text())
+    assert [(r["table"], r["key"], r["kind"]) for r in report["records"]] == [("windows", "lang.txt", "bad_value")]
 
 
 def test_unusable_folders_fail_with_the_file_named(tmp_path, pipeline_data, ray_session):
