@@ -47,38 +47,46 @@ def reference():
     return summarize(o.result for o in outcomes)
 
 
-def test_resume_skips_finished_chains_and_metrics_match_one_sequential_run(ray_session, tmp_path, reference):
-    first = evaluate(tmp_path, num_sequences=3)
+@pytest.fixture(scope="module")
+def resumed(ray_session, tmp_path_factory):
+    """Three evaluations into one folder: chains 0-2, then 0-5 on one actor (unbatched), then 0-5 again."""
+    out = tmp_path_factory.mktemp("eval")
+    runs = [evaluate(out, num_sequences=3), evaluate(out, num_workers=1, envs_per_worker=2, batched_inference=False),
+            evaluate(out)]
+    return out, runs
+
+
+def test_resume_skips_finished_chains_and_metrics_match_one_sequential_run(resumed, reference):
+    out, (first, second, third) = resumed
     assert (first.chains_run, first.chains_resumed, first.calvin.num_chains) == (3, 0, 3)
-    second = evaluate(tmp_path, num_workers=1)
     assert (second.chains_run, second.chains_resumed) == (3, 3)
     assert second.calvin == reference and reference.avg_seq_len > 0
-    third = evaluate(tmp_path)
     assert (third.chains_run, third.env_steps) == (0, 0) and third.calvin == reference
-    lines = next((tmp_path / "logs").glob("chains-*.jsonl")).read_text().splitlines()
+    lines = next((out / "logs").glob("chains-*.jsonl")).read_text().splitlines()
     assert sorted(json.loads(line)["index"] for line in lines) == list(range(6))  # each chain logged once
 
 
-def test_results_json_and_metrics_follow_calvin(ray_session, tmp_path, reference):
-    summary = evaluate(tmp_path)
-    data = json.loads((tmp_path / "results.json").read_text())
+def test_results_json_and_metrics_follow_calvin(resumed, reference):
+    out, runs = resumed
+    data = json.loads((out / "results.json").read_text())
     assert list(data) == ["goal-writing"]
     entry = data["goal-writing"]
     assert set(entry) == {"avg_seq_len", "chain_sr", "task_info"}
     assert list(entry["chain_sr"]) == ["1", "2", "3", "4", "5"]
     assert entry["avg_seq_len"] == pytest.approx(reference.avg_seq_len)
     assert all(set(v) == {"success", "total"} and 0 <= v["success"] <= v["total"] for v in entry["task_info"].values())
-    metrics = summary.metrics()
+    metrics = runs[-1].metrics()
     assert metrics["num_chains"] == 6 and set(metrics["chain_sr"]) == {"1", "2", "3", "4", "5"}
     assert set(metrics["task_success"]) == set(entry["task_info"])
-    assert (tmp_path / "task_success.png").stat().st_size > 1000
+    assert (out / "task_success.png").stat().st_size > 1000
 
 
-def test_a_new_policy_or_setting_starts_a_new_log(ray_session, tmp_path):
-    evaluate(tmp_path, num_sequences=2)
-    other = evaluate_policy(config(num_sequences=2, ep_len=4), ENV, GoalWritingFactory(), tmp_path, name="x",
+def test_a_new_policy_or_setting_starts_a_new_log(resumed):
+    out, _ = resumed
+    other = evaluate_policy(config(num_sequences=2, ep_len=4), ENV, GoalWritingFactory(), out, name="x",
                             identity=IDENTITY, cameras=False, progress=False)
-    assert other.chains_run == 2 and len(list((tmp_path / "logs").glob("chains-*.jsonl"))) == 2
+    assert other.chains_run == 2 and len(list((out / "logs").glob("chains-*.jsonl"))) == 2
+    assert list(json.loads((out / "results.json").read_text())) == ["goal-writing", "x"]  # CALVIN keeps entries
 
 
 def test_results_log_survives_a_torn_line_and_rejects_corruption(tmp_path):

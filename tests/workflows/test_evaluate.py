@@ -46,15 +46,21 @@ def evaluate(store, monkeypatch, out: str, *flags: str, **settings) -> dict:
     return {p.name: p.read_bytes() for p in sorted((root / out / "videos").glob("*.gif"))}
 
 
-def test_cli_writes_calvins_outputs_videos_and_mlflow(ray_session, store, monkeypatch):
+@pytest.fixture(scope="module")
+def local_run(ray_session, store):
+    """The CLI on the checkpoint folder: 2 actors, the model in each (videos by name)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return evaluate(store, monkeypatch, "local", "--checkpoint", str(store[1]), inference="local")
+
+
+def test_cli_writes_calvins_outputs_videos_and_mlflow(store, local_run):
     root, checkpoint, target, _ = store
-    videos = evaluate(store, monkeypatch, "local", "--checkpoint", str(checkpoint), inference="local")
     results = json.loads((root / "local" / "results.json").read_text())
     assert list(results) == [str(checkpoint)]
     assert results[str(checkpoint)]["avg_seq_len"] == 0.0  # random weights solve nothing
     metrics = json.loads((root / "local" / "eval.json").read_text())
     assert metrics["num_chains"] == 2 and set(metrics["chain_sr"]) == {"1", "2", "3", "4", "5"}
-    assert list(videos) == ["chain_0000.gif", "chain_0001.gif"]
+    assert list(local_run) == ["chain_0000.gif", "chain_0001.gif"]
     with Image.open(root / "local" / "videos" / "chain_0000.gif") as gif:
         assert gif.n_frames == -(-EP_LEN // 4) and gif.size == (2 * 200 + 2, 200 + 14)  # camera | prediction
     [run] = find_runs(target, "upvla-pipeline", "attributes.run_name = 'evaluate-full-s0'")
@@ -67,11 +73,10 @@ def test_cli_writes_calvins_outputs_videos_and_mlflow(ray_session, store, monkey
     assert len(client.list_artifacts(run.info.run_id, "videos")) == 2
 
 
-def test_same_rollouts_with_a_shared_model_one_actor_or_two_and_a_run_id(ray_session, store, monkeypatch):
+def test_same_rollouts_with_a_shared_model_one_actor_or_two_and_a_run_id(store, local_run, monkeypatch):
     root, checkpoint, _, run_id = store
-    two_actors = evaluate(store, monkeypatch, "two", "--checkpoint", str(checkpoint), inference="local")
     one_actor_batched = evaluate(store, monkeypatch, "one", "--checkpoint", str(checkpoint), inference="local",
                                  num_workers=1, envs_per_worker=2)
     shared = evaluate(store, monkeypatch, "shared", "--run-id", run_id, inference="shared", cpus_per_worker=0.5)
-    assert len(two_actors) == 2 and one_actor_batched == two_actors and shared == two_actors
+    assert len(local_run) == 2 and one_actor_batched == local_run and shared == local_run
     assert list(json.loads((root / "shared" / "results.json").read_text())) == [run_id]
