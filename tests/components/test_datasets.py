@@ -14,7 +14,7 @@ from components.collate import RobotCollator
 from components.conversation import prompt_text
 from components.datasets import MMUDataset, RobotDataset, RobotSpec, mmu_text_budget
 from components.sampling import MixingSampler, make_train_batches
-from components.tables import read_table
+from components.tables import decode_image, read_table
 from model.batches import IGNORE
 from model.vocab import TokenLayout, load_text_tokenizer
 
@@ -186,3 +186,19 @@ def test_overlong_instructions_are_an_error_not_truncated(pipeline_data, tok):
     sample = {"instruction": "please open the drawer now", "current_codes": np.zeros(64, np.int16)}
     with pytest.raises(ValueError, match="model.max_text_len"):
         collate([sample])
+
+
+def test_the_mmu_conditioned_prompt_gets_descriptions_and_scene_images(pipeline_data, tok):
+    tokens = read_table(pipeline_data.tokens / "frames").to_pylist()
+    described = [t for t in tokens if t["description"] is not None]
+    assert {t["dataset"] for t in described} == {"calvin"} and len(described) == 24 + 18 + 16
+    assert all(t["scene_image"] is None for t in tokens if t["dataset"] == "bridge")
+    size = pipeline_data.cfg.model.vision_image_size
+    assert decode_image(described[0]["scene_image"]).shape == (size, size, 3)
+    cfg = dataclasses.replace(pipeline_data.cfg.tune, batch_size=3, mmu_batch_size=2)
+    assert cfg.mmu_condition
+    batch = next(iter(make_train_batches(cfg, pipeline_data.cfg.model, tokens_dir=pipeline_data.tokens,
+                                         ingested_dir=pipeline_data.ingested, text_tokenizer=tok)))
+    assert batch.robot.conditioned and batch.robot.scene_pixels.shape == (3, 3, size, size)
+    text = tok.decode([i for i in batch.robot.description_ids[0].tolist() if i < len(tok)])
+    assert text.startswith("In scene A the drawer is")

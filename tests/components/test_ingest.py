@@ -237,3 +237,16 @@ def test_frame_reader_accepts_the_renderers_float64_and_casts(pipeline_data):
     path = _calvin_frame(pipeline_data.raw, 0, 0)
     assert np.load(path)["robot_obs"].dtype == np.float64
     assert read_frame(path)["robot_obs"].dtype == np.float32
+
+
+def test_calvin_frames_carry_the_description_of_their_scene_state(pipeline_data):
+    from tests.fixtures.pipeline_data import describe_fixture
+
+    frames = read_table(pipeline_data.ingested / "frames").to_pylist()
+    for row in frames:
+        if row["dataset"] == "calvin":
+            letter = row["scene"][-1]
+            assert row["description"] == describe_fixture(np.array(row["scene_obs"]), letter)
+        else:
+            assert row["description"] is None
+    assert pipeline_data.ingest.described_frames == 24 + 18 + 16
