@@ -103,3 +103,14 @@ def tracking_target(tmp_path):
     from components.tracking import TrackingTarget
 
     return TrackingTarget(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "art").as_uri())
+
+
+@pytest.fixture(scope="session")
+def pipeline_data(tmp_path_factory, ray_session):
+    """The data stages run once on small raw fixtures: raw -> ingested -> tokenizers -> tokens (PipelineData).
+
+    See tests/fixtures/pipeline_data.py; used by the data, training and workflow tests.
+    """
+    from tests.fixtures.pipeline_data import build_pipeline_data
+
+    return build_pipeline_data(tmp_path_factory.mktemp("pipeline"))
