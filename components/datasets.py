@@ -142,7 +142,8 @@ class RobotDataset(Dataset):
             missing = [i for i in np.unique(self.sample_row) if self.descriptions[i] is None]
             if missing:
                 raise ValueError(f"mmu_condition needs a scene description for every frame, but {len(missing)} "
-                                 f"frames of {self.sources} have none (no scene_info.npy for their split?)")
+                                 f"frames of {self.sources} have none (ingest describes CALVIN frames whose scene "
+                                 "is known from scene_info.npy, with envs' description function)")
 
     def __len__(self) -> int:
         return len(self.sample_row)
