@@ -2,7 +2,9 @@
 
 Instructions and descriptions are the text tokenizer's ids without special tokens, right-padded with
 `[PAD]`; a text longer than its budget (model.max_text_len / max_description_len) is an error naming
-it, never silently cut. The policy (issue 8) tokenises instructions with the same `text_ids`.
+it, never silently cut. The policy (issue 8) tokenises instructions with the same `text_ids`. A
+description is tokenised as the MMU path generates it after "... ASSISTANT:" (`answer_text`: with its
+leading space), so the ground truth of training and the generated text of inference are the same ids.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from components.conversation import answer_text
 from components.tables import decode_images
 from model.batches import IGNORE, MMUBatch, RobotBatch, clip_pixels, pad_ids
 from model.config import ModelConfig
@@ -53,7 +56,7 @@ class RobotCollator:
         if "scene_image" in first:
             frames = torch.from_numpy(decode_images(s["scene_image"] for s in samples))
             batch.scene_pixels = clip_pixels(frames, self.model.vision_image_size)
-            batch.description_ids = text_ids(self.tokenizer, [s["description"] for s in samples],
+            batch.description_ids = text_ids(self.tokenizer, [answer_text(s["description"]) for s in samples],
                                              self.model.max_description_len, self.pad_id, "model.max_description_len")
         return batch
 
