@@ -119,23 +119,20 @@ def scratch_folder() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def distribute(model: nn.Module, strategy: Strategy, device: torch.device, *, find_unused: bool) -> nn.Module:
+def distribute(model: nn.Module, strategy: Strategy, device: torch.device) -> nn.Module:
     """Wrap `model` (already on `device`) for data parallelism over 2+ ranks; a single process gets it back.
 
     Args:
-        model: the `VLAModel`.
-        strategy: `ddp` or `fsdp` (FSDP2 shards every Phi decoder layer as its own unit and the rest,
-            embeddings, heads, vision tower and frozen VQ, as the root unit).
+        model: the `VLAModel`, with the modules its stage does not train frozen (every trainable parameter
+            gets a gradient every step, so DDP does not search for unused ones).
+        strategy: `ddp`, or `fsdp` (FSDP2: every Phi decoder layer is its own unit; the rest, embeddings,
+            heads, vision tower and frozen VQ, the root unit).
         device: where the model lives (gloo on CPU, NCCL on GPU: the process group's backend).
-        find_unused: some trainable modules get no gradient in this stage (a term with λ = 0 leaves them
-            out: stage 1's action head, the vision path without MMU data or L'); DDP must then look for
-            them every step. FSDP2 needs no such flag.
     """
     if not dist.is_initialized() or dist.get_world_size() == 1:  # nothing to synchronise
         return model
     if strategy == "ddp":
-        ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     from torch.distributed.fsdp import fully_shard
 
     for layer in model.backbone.model.layers:

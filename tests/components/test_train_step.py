@@ -78,7 +78,7 @@ def _rank_main(rank: int, world: int, port: int, strategy: str, folder: str) -> 
     model, _, _ = setup()
     with torch.device("meta"):
         plain = VLAModel(TINY)
-    wrapped = distribute(model, strategy, torch.device("cpu"), find_unused=False)
+    wrapped = distribute(model, strategy, torch.device("cpu"))
     opt = make_optimizer(unwrap(wrapped), lr=1e-2, weight_decay=0.01)
     sched = make_scheduler(opt, steps=5, warmup_steps=1, min_lr_ratio=0.1)
     weights = LossWeights(mmu=0.1, pre=1.0, act=1.0)

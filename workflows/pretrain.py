@@ -1,0 +1,47 @@
+"""`pretrain` stage entry point: stage 1 (future prediction + understanding co-training) on Ray Train.
+
+    python -m workflows.pretrain                                   # the DVC stage (params.yaml)
+    python -m workflows.pretrain --preset no_mmu --set pretrain.steps=200
+    python -m workflows.pretrain --profile paper                   # on a GPU cluster (RAY_ADDRESS)
+
+Reads data/tokens, data/ingested, artifacts/vq and artifacts/text_tokenizer; writes
+artifacts/pretrain/model (VLAModel.save_pretrained) and metrics/pretrain.json; full-state checkpoints go
+to ray_results/pretrain (an interrupted run resumes when re-run). Logs the MLflow run
+`pretrain-<preset>-s<seed>`: parameters, per-step losses, lr, throughput, future-frame grids, the model.
+"""
+
+from __future__ import annotations
+
+import os
+
+# before ray is imported: a local Ray bound to 127.0.0.1, no hub downloads (stack-notes §2, §9)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from components.config import add_config_args, config_from_args  # noqa: E402
+from components.ray_runtime import ray_connection  # noqa: E402
+from components.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from components.train import add_input_args, pretrain, stage_inputs, stage_params, write_metrics  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train stage 1 and write its model folder and metrics."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    add_input_args(parser, stage="pretrain")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    inputs = stage_inputs(args, init_model=None)
+    name = run_name("pretrain", cfg.experiment.preset, cfg.experiment.seed)
+    with start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
+                   params=stage_params(cfg, "pretrain")) as run, ray_connection(cfg.cluster.num_cpus):
+        summary = pretrain(cfg, inputs, Path(args.out), storage=Path(args.storage), log=run)
+    write_metrics(summary, Path(args.metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
