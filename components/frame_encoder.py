@@ -40,10 +40,11 @@ def to_pixels(blobs: Sequence[bytes], size: int) -> torch.Tensor:
 
 
 def encode_blobs(tok: VQTokenizer, blobs: Sequence[bytes]) -> np.ndarray:
-    """Image bytes -> (n, tokens_per_image) int16 raw codes."""
+    """Image bytes -> (n, tokens_per_image) int16 raw codes, encoded on the tokenizer's device."""
     if not blobs:
         return np.zeros((0, tok.grid**2), dtype=np.int16)
-    return tok.encode(to_pixels(blobs, tok.cfg.image_size)).numpy().astype(np.int16)
+    device = next(tok.parameters()).device
+    return tok.encode(to_pixels(blobs, tok.cfg.image_size).to(device)).cpu().numpy().astype(np.int16)
 
 
 def scene_png(blob: bytes, size: int) -> bytes:
@@ -63,9 +64,9 @@ def _codes_column(codes: np.ndarray, present: list[bool]) -> pa.Array:
 class EncodeFrames:
     """Ray Data UDF: a pyarrow batch of frame rows -> rows of the tokens table (see `TOKENS_SCHEMA`)."""
 
-    def __init__(self, vq_dir: str | Path, model_cfg: ModelConfig, threads: int = 1) -> None:
+    def __init__(self, vq_dir: str | Path, model_cfg: ModelConfig, threads: int = 1, device: str = "cpu") -> None:
         torch.set_num_threads(threads)
-        self.tok = VQTokenizer.from_pretrained(vq_dir).eval()
+        self.tok = VQTokenizer.from_pretrained(vq_dir, map_location=device).eval()
         if self.tok.cfg != model_cfg.vq:
             raise ValueError(f"tokenize: {vq_dir} holds {self.tok.cfg}, but model.vq is {model_cfg.vq}")
         self.cfg = model_cfg

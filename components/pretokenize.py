@@ -133,7 +133,7 @@ def pretokenize_frames(cfg: TokenizeConfig, model_cfg: ModelConfig, vq_dir: Path
     """The stage: encode every pending shard of `ingested_dir/frames` into `out_dir/frames`.
 
     Args:
-        cfg: `tokenize:` (batch_size, num_workers, cpus_per_worker, shard_size).
+        cfg: `tokenize:` (batch_size, num_workers, cpus_per_worker, gpus_per_worker, shard_size).
         model_cfg: `model:` (num_views, vision_image_size, vq) - must match the VQ folder.
         vq_dir: the tokenizer stage's VQ folder.
         ingested_dir: the ingest stage's output.
@@ -170,8 +170,10 @@ def encode_shards(cfg: TokenizeConfig, model_cfg: ModelConfig, vq_dir: Path, pen
     ds = ds.map_batches(read_pieces, batch_size=1, batch_format="pyarrow", num_cpus=0.5)
     ds = ds.map_batches(EncodeFrames, batch_size=cfg.batch_size, batch_format="pyarrow",
                         fn_constructor_kwargs={"vq_dir": str(vq_dir), "model_cfg": model_cfg,
-                                               "threads": max(1, int(cfg.cpus_per_worker))},
-                        compute=ray.data.ActorPoolStrategy(size=cfg.num_workers), num_cpus=cfg.cpus_per_worker)
+                                               "threads": max(1, int(cfg.cpus_per_worker)),
+                                               "device": "cuda" if cfg.gpus_per_worker > 0 else "cpu"},
+                        compute=ray.data.ActorPoolStrategy(size=cfg.num_workers), num_cpus=cfg.cpus_per_worker,
+                        num_gpus=cfg.gpus_per_worker)
     expected = {s.index: s.rows for s in pending}
     buffers: dict[int, list[pa.Table]] = {i: [] for i in expected}
     with tqdm(total=len(pending), desc="tokenize shards", unit="shard") as bar:
