@@ -183,8 +183,17 @@ class TrainConfig:
     robot_mix: dict[str, float]
     # prefix the action prompt with CLIP tokens + scene description (the paper's L')
     mmu_condition: bool
-    # Ray Train workers (DDP ranks)
+    # Ray Train workers (data-parallel ranks)
     num_workers: int = _f(ge=1)
+    # data parallelism over the workers: `ddp` (a full replica per rank) or `fsdp` (FSDP2: parameters, gradients
+    # and AdamW moments sharded across ranks; for the 1.3B profile)
+    strategy: Literal["ddp", "fsdp"]
+    # CPU cores Ray reserves per worker (= its torch threads); on GPU nodes, cores for the input pipeline
+    cpus_per_worker: int = _f(ge=1)
+    # DataLoader processes per worker collating batches (0 = in the training process)
+    loader_workers: int = _f(ge=0)
+    # times Ray Train restarts the worker group after a worker or node failure, from the latest checkpoint
+    max_failures: int = _f(ge=0)
     # save a full-state checkpoint every this many steps
     checkpoint_every: int = _f(ge=1)
     # checkpoints kept on disk (oldest deleted first)
@@ -194,8 +203,11 @@ class TrainConfig:
     # log a predicted-vs-true future-frame grid every this many steps
     image_every: int = _f(ge=1)
 
+
     def validate(self) -> None:
         """Cross-field checks."""
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps: must be <= steps ({self.steps}), got {self.warmup_steps}")
         if not self.robot_mix:
             raise ValueError("robot_mix: name at least one robot data source")
         for source, weight in self.robot_mix.items():
