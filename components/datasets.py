@@ -10,8 +10,9 @@ A robot sample is one frame t of a language window [start, end] (UP-VLA's DataPr
 What a loss with weight 0 does not need is never loaded (no future codes, no actions, no scene images).
 
 An MMU sample is one VQA row: the image (CLIP-normalised) and the conversation tokenised with labels on
-the answers only (components/conversation.py). Both datasets hold their columns in memory as numpy /
-Arrow buffers, which DataLoader workers share copy-on-write.
+the answers only (components/conversation.py). Both datasets hold codes, actions and texts in memory as
+numpy / Arrow buffers (shared copy-on-write by DataLoader workers) and read images on demand
+(`LazyBlobs`: one small Parquet row group per access), so image columns never have to fit in RAM.
 
     robot = RobotDataset(Path("data/tokens"), Path("data/ingested"), RobotSpec(...), sources=("calvin",))
     batch = RobotCollator(text_tokenizer, layout, cfg.model)([robot[i] for i in range(8)])   # RobotBatch
@@ -31,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from components.conversation import conversation_ids
-from components.tables import FRAMES, VQA, WINDOWS, decode_image, read_table
+from components.tables import FRAMES, VQA, WINDOWS, LazyBlobs, decode_image, read_table
 from model.batches import clip_pixels
 from model.config import ModelConfig
 
@@ -89,7 +90,7 @@ class RobotDataset(Dataset):
         self.keys = frame_keys(frames, self.sources)
         if len(np.unique(self.keys)) != len(self.keys):
             raise ValueError(f"{tokens_dir / FRAMES}: a frame appears twice")
-        self._load_frames(frames)
+        self._load_frames(frames, tokens_dir / FRAMES)
         windows = read_table(ingested_dir / WINDOWS, filters=where)
         if windows.num_rows == 0:
             raise ValueError(f"{ingested_dir / WINDOWS}: no language windows of {self.sources} in split {split!r}")
@@ -101,9 +102,9 @@ class RobotDataset(Dataset):
         cols = ["dataset", "split", "episode", "step", "static_codes"]
         cols += ["gripper_codes"] if self.spec.num_views == 2 else []
         cols += ["actions"] if self.spec.with_actions else []
-        return cols + (["description", "scene_image"] if self.spec.with_scene else [])
+        return cols + (["description", "position"] if self.spec.with_scene else [])
 
-    def _load_frames(self, frames: pa.Table) -> None:
+    def _load_frames(self, frames: pa.Table, folder: Path) -> None:
         n = self.spec.codes_per_view
         codes, _ = list_matrix(frames.column("static_codes"), n, "static_codes")
         if self.spec.num_views == 2:
@@ -114,8 +115,9 @@ class RobotDataset(Dataset):
         if self.spec.with_actions:
             self.actions, self.has_action = list_matrix(frames.column("actions"), 7, "actions")
         if self.spec.with_scene:
-            self.descriptions = frames.column("description").to_pylist()
-            self.scene_images = frames.column("scene_image").combine_chunks()
+            self.descriptions = frames.column("description").combine_chunks()
+            self.positions = frames.column("position").to_numpy()
+            self.scene_images = LazyBlobs(folder, "scene_image")
 
     def _window_rows(self, windows: pa.Table, where: str) -> np.ndarray:
         """(W, 2) first and last table row of every window; an error when frames are missing."""
@@ -139,8 +141,9 @@ class RobotDataset(Dataset):
             keep = self.has_action[self.sample_row]
             self.sample_window, self.sample_row = self.sample_window[keep], self.sample_row[keep]
         if self.spec.with_scene:
-            missing = [i for i in np.unique(self.sample_row) if self.descriptions[i] is None]
-            if missing:
+            described = self.descriptions.is_valid().to_numpy(zero_copy_only=False)
+            missing = np.unique(self.sample_row[~described[self.sample_row]])
+            if len(missing):
                 raise ValueError(f"mmu_condition needs a scene description for every frame, but {len(missing)} "
                                  f"frames of {self.sources} have none (ingest describes CALVIN frames whose scene "
                                  "is known from scene_info.npy, with envs' description function)")
@@ -158,8 +161,8 @@ class RobotDataset(Dataset):
         if self.spec.with_actions:
             sample["actions"], sample["action_mask"] = self._chunk(row, last)
         if self.spec.with_scene:
-            sample["description"] = self.descriptions[row]
-            sample["scene_image"] = self.scene_images[row].as_py()
+            sample["description"] = self.descriptions[row].as_py()
+            sample["scene_image"] = self.scene_images[int(self.positions[row])]
         return sample
 
     def _chunk(self, row: int, last: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,13 +179,13 @@ class MMUDataset(Dataset):
     """Understanding samples from the VQA table (see the module docstring)."""
 
     def __init__(self, ingested_dir: Path, tokenizer: Any, *, eos_id: int, max_text_len: int, image_size: int) -> None:
-        table = read_table(ingested_dir / VQA, columns=["id", "image", "questions", "answers"])
+        table = read_table(ingested_dir / VQA, columns=["id", "questions", "answers"])
         if table.num_rows == 0:
             raise ValueError(f"{ingested_dir / VQA}: no VQA samples")
-        self.ids = table.column("id").to_pylist()
-        self.images = table.column("image").combine_chunks()
-        self.questions = table.column("questions").to_pylist()
-        self.answers = table.column("answers").to_pylist()
+        self.ids = table.column("id").combine_chunks()
+        self.images = LazyBlobs(ingested_dir / VQA, "image")
+        self.questions = table.column("questions").combine_chunks()
+        self.answers = table.column("answers").combine_chunks()
         self.tokenizer, self.eos_id, self.max_text_len, self.image_size = tokenizer, eos_id, max_text_len, image_size
 
     def __len__(self) -> int:
@@ -190,12 +193,12 @@ class MMUDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """`pixel_values` (3, s, s), `input_ids` and `labels` (lists, labels -100 except answers + eos)."""
-        image = torch.from_numpy(decode_image(self.images[i].as_py()))
+        image = torch.from_numpy(decode_image(self.images[i]))
         try:
-            ids, labels = conversation_ids(self.tokenizer, self.questions[i], self.answers[i], self.eos_id,
-                                           self.max_text_len)
+            ids, labels = conversation_ids(self.tokenizer, self.questions[i].as_py(), self.answers[i].as_py(),
+                                           self.eos_id, self.max_text_len)
         except ValueError as err:
-            raise ValueError(f"VQA sample {self.ids[i]}: {err}") from err
+            raise ValueError(f"VQA sample {self.ids[i].as_py()}: {err}") from err
         return {"pixel_values": clip_pixels(image[None], self.image_size)[0], "input_ids": ids, "labels": labels}
 
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from components.config import TokenizeConfig
 from components.frame_encoder import EncodeFrames, encoder_settings
 from components.ray_runtime import require_ray
-from components.tables import FRAMES, ROW_GROUP_SIZE, TOKENS_SCHEMA, part_files, write_table
+from components.tables import FRAMES, LAZY_ROW_GROUP_SIZE, ROW_GROUP_SIZE, TOKENS_SCHEMA, part_files, write_table
 from components.tracking import NULL_LOGGER, MetricLogger
 from model.config import ModelConfig
 from model.vq_tokenizer import WEIGHTS_NAME
@@ -89,7 +89,8 @@ def make_manifest(model_cfg: ModelConfig, vq_dir: Path, frames_dir: Path, shard_
     """What the shards depend on: VQ weights, encoder settings, shard size, and the input files' sizes."""
     inputs = [[p.name, p.stat().st_size, pq.ParquetFile(p).metadata.num_rows] for p in part_files(frames_dir)]
     return {"vq_sha256": hashlib.sha256((vq_dir / WEIGHTS_NAME).read_bytes()).hexdigest(),
-            "encoder": encoder_settings(model_cfg), "shard_size": shard_size, "inputs": inputs}
+            "encoder": encoder_settings(model_cfg), "shard_size": shard_size, "row_group_size": LAZY_ROW_GROUP_SIZE,
+            "inputs": inputs}
 
 
 def prepare_output(out_dir: Path, manifest: dict[str, Any]) -> None:
@@ -182,7 +183,7 @@ def encode_shards(cfg: TokenizeConfig, model_cfg: ModelConfig, vq_dir: Path, pen
                 buffers[index].append(batch.filter(pc.equal(batch.column("shard"), index)))
                 if sum(len(t) for t in buffers[index]) == expected[index]:
                     table = pa.concat_tables(buffers.pop(index)).sort_by("position").cast(TOKENS_SCHEMA)
-                    write_table(table, shard_path(out_dir, index))
+                    write_table(table, shard_path(out_dir, index), LAZY_ROW_GROUP_SIZE)
                     bar.update(1)
     if buffers:
         raise RuntimeError(f"tokenize: shards {sorted(buffers)} did not receive all their frames")

@@ -20,7 +20,9 @@ a null entry of a fixed-size list column from Parquet ("Expected all lists to be
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,9 @@ from PIL import Image
 
 FRAMES, WINDOWS, VQA = "frames", "windows", "vqa"  # table folder names
 ROW_GROUP_SIZE = 256  # rows per Parquet row group: the unit a reader can fetch without the whole file
+# row groups of the tables whose images training reads one sample at a time (vqa, tokens): `LazyBlobs`
+# then fetches 16 images per random access instead of loading a whole image column into memory
+LAZY_ROW_GROUP_SIZE = 16
 
 _KEY = [pa.field("dataset", pa.string(), nullable=False),  # "calvin" | "bridge"
         pa.field("split", pa.string(), nullable=False),  # "training" | "validation" (Bridge: "training")
@@ -84,8 +89,10 @@ TOKENS_SCHEMA = pa.schema([
 class PartWriter:
     """Writes rows into `<folder>/<prefix>-<n>.parquet` files of at most `rows_per_file` rows each."""
 
-    def __init__(self, folder: Path, prefix: str, schema: pa.Schema, rows_per_file: int) -> None:
+    def __init__(self, folder: Path, prefix: str, schema: pa.Schema, rows_per_file: int,
+                 row_group_size: int = ROW_GROUP_SIZE) -> None:
         self.folder, self.prefix, self.schema, self.rows_per_file = Path(folder), prefix, schema, rows_per_file
+        self.row_group_size = row_group_size
         self.folder.mkdir(parents=True, exist_ok=True)
         self._rows: list[dict[str, Any]] = []
         self.files: list[Path] = []
@@ -102,16 +109,16 @@ class PartWriter:
         if not self._rows:
             return
         path = self.folder / f"{self.prefix}-{len(self.files):05d}.parquet"
-        write_table(pa.Table.from_pylist(self._rows, schema=self.schema), path)
+        write_table(pa.Table.from_pylist(self._rows, schema=self.schema), path, self.row_group_size)
         self.files.append(path)
         self.rows_written += len(self._rows)
         self._rows = []
 
 
-def write_table(table: pa.Table, path: Path) -> None:
+def write_table(table: pa.Table, path: Path, row_group_size: int = ROW_GROUP_SIZE) -> None:
     """Write a Parquet file atomically (temporary name, then rename), so a crash leaves no partial file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+    pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
     tmp.replace(path)
 
 
@@ -130,11 +137,51 @@ def read_table(folder: Path, columns: Sequence[str] | None = None, filters: Any 
     return pa.concat_tables(tables)
 
 
-def iter_rows(folder: Path, columns: Sequence[str] | None = None, batch_rows: int = ROW_GROUP_SIZE) -> Iterator[dict]:
-    """Stream a table's rows as dicts, file by file and batch by batch (bounded memory)."""
-    for path in part_files(folder):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
-            yield from batch.to_pylist()
+class LazyBlobs:
+    """A binary column of a table folder, read on demand one row group at a time (random access, bounded RAM).
+
+    Row r is the r-th row of the folder's part files in name order. A few recently read row groups are
+    cached; file handles are reopened in each process (DataLoader workers fork after construction).
+    """
+
+    def __init__(self, folder: Path, column: str, cached_groups: int = 8) -> None:
+        self.files, self.column, self.cached_groups = [str(p) for p in part_files(folder)], column, cached_groups
+        starts, self.groups, offset = [], [], 0
+        for f, path in enumerate(self.files):
+            meta = pq.ParquetFile(path).metadata
+            for g in range(meta.num_row_groups):
+                starts.append(offset)
+                self.groups.append((f, g))
+                offset += meta.row_group(g).num_rows
+        self.starts, self.rows = np.array(starts, dtype=np.int64), offset
+        self._pid, self._handles, self._cache = None, {}, OrderedDict()
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, row: int) -> bytes | None:
+        """The value of row `row` (None where null)."""
+        if not 0 <= row < self.rows:
+            raise IndexError(f"{self.column}: row {row} outside [0, {self.rows})")
+        k = int(np.searchsorted(self.starts, row, side="right")) - 1
+        return self._group(k)[row - int(self.starts[k])].as_py()
+
+    def _group(self, k: int) -> pa.Array:
+        if self._pid != os.getpid():
+            self._pid, self._handles, self._cache = os.getpid(), {}, OrderedDict()
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        f, g = self.groups[k]
+        if f not in self._handles:
+            self._handles[f] = pq.ParquetFile(self.files[f])
+        self._cache[k] = self._handles[f].read_row_group(g, columns=[self.column]).column(0)
+        if len(self._cache) > self.cached_groups:
+            self._cache.popitem(last=False)
+        return self._cache[k]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pid": None, "_handles": {}, "_cache": OrderedDict()}
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -19,7 +19,7 @@ from typing import Any
 
 from components.quarantine import BadRecord, IngestError, QuarantineRecord
 from components.sources import UnitResult, inside
-from components.tables import VQA, VQA_SCHEMA, PartWriter, decode_image
+from components.tables import LAZY_ROW_GROUP_SIZE, VQA, VQA_SCHEMA, PartWriter, decode_image
 
 JSON_NAME = "llava_v1_5_mix665k.json"
 PLACEHOLDER = "<image>"
@@ -95,7 +95,7 @@ class LlavaUnit:
     def read(self, out_root: Path, rows_per_file: int, describe: Any = None) -> UnitResult:
         """Validate the samples and write the good ones to `vqa/`."""
         result, root = UnitResult(), Path(self.root)
-        writer = PartWriter(out_root / VQA, f"llava-u{self.index:05d}", VQA_SCHEMA, rows_per_file)
+        writer = PartWriter(out_root / VQA, f"llava-u{self.index:05d}", VQA_SCHEMA, rows_per_file, LAZY_ROW_GROUP_SIZE)
         for offset, sample in enumerate(self.samples):
             if isinstance(sample, dict) and "image" not in sample:
                 result.skip("llava_without_image")

@@ -202,3 +202,21 @@ def test_the_mmu_conditioned_prompt_gets_descriptions_and_scene_images(pipeline_
     assert batch.robot.conditioned and batch.robot.scene_pixels.shape == (3, 3, size, size)
     text = tok.decode([i for i in batch.robot.description_ids[0].tolist() if i < len(tok)])
     assert text.startswith(" In scene A the drawer is")  # as generated after "ASSISTANT:"
+
+
+def test_images_are_read_lazily_and_the_same_in_loader_workers(pipeline_data, tok):
+    from itertools import islice
+
+    from components.tables import LazyBlobs
+
+    blobs = LazyBlobs(pipeline_data.tokens / "frames", "scene_image")
+    column = read_table(pipeline_data.tokens / "frames", columns=["scene_image"]).column("scene_image").to_pylist()
+    order = [70, 3, 41, 3, 0, 81]
+    assert [blobs[i] for i in order] == [column[i] for i in order] and len(blobs) == 82
+    cfg = dataclasses.replace(pipeline_data.cfg.tune, batch_size=4, mmu_batch_size=2)
+    kwargs = {"tokens_dir": pipeline_data.tokens, "ingested_dir": pipeline_data.ingested, "text_tokenizer": tok}
+    serial = make_train_batches(cfg, pipeline_data.cfg.model, **kwargs)
+    forked = make_train_batches(cfg, pipeline_data.cfg.model, num_workers=2, **kwargs)
+    for a, b in zip(islice(serial, 3), islice(forked, 3), strict=True):
+        assert torch.equal(a.robot.scene_pixels, b.robot.scene_pixels)
+        assert torch.equal(a.mmu.pixel_values, b.mmu.pixel_values)
