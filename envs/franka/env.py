@@ -88,6 +88,7 @@ class FrankaEnv:
         with self._stop_on_error():
             self.robot.ensure_ready()
             if not self.cfg.dry_run:
+                self._check_workspace(self.robot.tcp_at(joints), "the home joints")  # before anything moves
                 if not self._confirm(f"The robot will move to its home pose {np.round(joints, 3).tolist()} "
                                      "and open the gripper. Is the workspace clear?"):
                     raise OperatorAbort("the operator declined the move to the home pose")
@@ -95,11 +96,14 @@ class FrankaEnv:
                 self.robot.command_gripper(open_=True)
                 self.robot.wait_gripper()
             state = self.robot.read()
-            if not in_workspace(self.cfg, state.pose.position, HOME_TOLERANCE_M):
-                raise SafetyError(f"robot.franka.workspace_min/max: the TCP at home, {state.pose.position.round(3)}, "
-                                  "lies outside the workspace box; fix home_joints or the box")
+            self._check_workspace(state.pose.position, "the robot's pose")
             self._target, self._gripper_action = state.pose, 1.0
             return self._observe(state)
+
+    def _check_workspace(self, tcp: np.ndarray, where: str) -> None:
+        if not in_workspace(self.cfg, tcp, HOME_TOLERANCE_M):
+            raise SafetyError(f"robot.franka.workspace_min/max: the TCP at {where}, {np.round(tcp, 3).tolist()}, lies "
+                              "outside the workspace box; fix home_joints (or the joints passed to reset) or the box")
 
     def arm(self, question: str) -> None:
         """Ask the operator to allow policy motion; `step` moves the robot only after a yes (until the next reset).
@@ -115,7 +119,8 @@ class FrankaEnv:
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, Info]:
         """Execute one CALVIN relative action (7,) at the control rate; CALVIN's (obs, 0, False, info).
 
-        `info` adds the commanded `target` (7,: xyz, euler, gripper) and which safety limits changed it.
+        `info` adds the commanded `target` (7,: xyz, euler, gripper), the measured pose it was limited
+        against (`planned_from`, 6,) and which safety limits changed it.
 
         Raises:
             SafetyError: not reset and armed. ValueError: a malformed action (robot stopped).
@@ -137,6 +142,7 @@ class FrankaEnv:
             obs = self._observe(state)
         info = self._info(state)
         info.update(target=np.concatenate([plan.target.position, plan.target.euler, [gripper]]),
+                    planned_from=np.concatenate([current.pose.position, current.pose.euler]),
                     clipped_action=plan.clipped_action, clipped_workspace=plan.clipped_workspace,
                     clipped_step=plan.clipped_step, overrun=overrun, dry_run=self.cfg.dry_run)
         return obs, 0.0, False, info

@@ -6,9 +6,10 @@ action's xyz, times 0.02 m, is added to the previously commanded TCP *position i
 (pybullet's convention: R = Rz(yaw) Ry(pitch) Rx(roll)). franky's relative motions are in the
 end-effector frame instead, so the environment integrates CALVIN-style here and sends franky
 absolute targets. Then the safety limits apply, in this order: the target position is clipped to
-the workspace box, and the target is pulled back toward the *measured* pose so that no step
-commands more than `max_step_translation` / `max_step_rotation`. The clipped target becomes the
-new commanded target, so the target can never run away from the robot.
+the workspace box; pulled back to within `max_step_translation` / `max_step_rotation` of the
+previous target (the commanded speed is bounded whatever the arm does) and then of the *measured*
+pose (a lagging arm is never asked to jump); and clipped to the box again, which has the last word.
+The result becomes the new commanded target, so it can never run away from the robot.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def matrix_to_euler(rotation: np.ndarray) -> np.ndarray:
 
 
 def rotation_angle(rotation: np.ndarray) -> float:
-    """The angle (rad, in [0, pi]) of a rotation matrix (3, 3)."""
-    return float(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0)))
+    """The angle (rad, in [0, pi]) of a rotation matrix (3, 3); atan2 keeps small angles exact (arccos does not)."""
+    skew = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]])
+    return float(np.arctan2(np.linalg.norm(skew) / 2.0, (np.trace(rotation) - 1.0) / 2.0))
 
 
 def scale_rotation(rotation: np.ndarray, fraction: float) -> np.ndarray:
@@ -131,21 +133,30 @@ def plan_step(cfg: FrankaConfig, target: Pose, current: Pose, action: np.ndarray
     action, clipped_action = check_action(action)
     position = target.position + action[:3] * cfg.action_scale_pos
     rotation = euler_to_matrix(target.euler + action[3:6] * cfg.action_scale_rot)
-
     boxed = np.clip(position, cfg.workspace_min, cfg.workspace_max)
-    clipped_workspace = bool(np.any(boxed != position))
+    # toward the last target: commanded speed <= limit * control_hz; toward the measured pose: a lagging arm is
+    # never asked to jump
+    limited, from_target = limit_step(cfg, target, Pose(boxed, rotation))
+    limited, from_current = limit_step(cfg, current, limited)
+    # an arm pushed outside the box pulls the target with it: the box has the last word
+    final = np.clip(limited.position, cfg.workspace_min, cfg.workspace_max)
+    clipped_workspace = bool(np.any(boxed != position) or np.any(final != limited.position))
+    return StepPlan(Pose(final, limited.rotation), action, clipped_action, clipped_workspace,
+                    from_target or from_current)
 
-    offset = boxed - current.position
+
+def limit_step(cfg: FrankaConfig, anchor: Pose, pose: Pose) -> tuple[Pose, bool]:
+    """`pose` pulled toward `anchor` to within max_step_translation / max_step_rotation; True if it had to move."""
+    offset = pose.position - anchor.position
     distance = float(np.linalg.norm(offset))
-    clipped_step = distance > cfg.max_step_translation
-    if clipped_step:
-        boxed = current.position + offset * (cfg.max_step_translation / distance)
-    relative = current.rotation.T @ rotation
-    angle = rotation_angle(relative)
+    position, clipped = pose.position, False
+    if distance > cfg.max_step_translation:
+        position, clipped = anchor.position + offset * (cfg.max_step_translation / distance), True
+    relative = anchor.rotation.T @ pose.rotation
+    angle, rotation = rotation_angle(relative), pose.rotation
     if angle > cfg.max_step_rotation:
-        clipped_step = True
-        rotation = current.rotation @ scale_rotation(relative, cfg.max_step_rotation / angle)
-    return StepPlan(Pose(boxed, rotation), action, clipped_action, clipped_workspace, clipped_step)
+        rotation, clipped = anchor.rotation @ scale_rotation(relative, cfg.max_step_rotation / angle), True
+    return Pose(position, rotation), clipped
 
 
 def in_workspace(cfg: FrankaConfig, position: np.ndarray, tolerance: float = 0.0) -> bool:

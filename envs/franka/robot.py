@@ -23,6 +23,8 @@ FCI_PORT = 1337  # libfranka's command port
 POLL_S = 0.05  # longest time Python is away in a blocking wait (Ctrl-C latency)
 STOP_JOIN_S = 2.0
 GRIPPER_TIMEOUT_S = 10.0
+JOINT_TOLERANCE_RAD = 0.005
+SETTLE_TIMEOUT_S = 5.0
 
 
 class RobotConnectionError(ConnectionError):
@@ -123,6 +125,13 @@ class FrankaArm:
                         gripper_width=float(self.gripper.width), quaternion_xyzw=np.asarray(affine.quaternion),
                         mode=state.robot_mode.name)
 
+    def tcp_at(self, joints: np.ndarray) -> np.ndarray:
+        """The TCP position (3,) in the base frame at joint angles (7,), from the robot's own kinematic model."""
+        state = self.robot.state
+        pose = self.robot.model.pose(self._franky.Frame.EndEffector, np.asarray(joints, dtype=np.float64),
+                                     state.F_T_EE, state.EE_T_K)
+        return np.asarray(pose.translation, dtype=np.float64)
+
     def ensure_ready(self) -> None:
         """Return if the robot can move; otherwise recover from a reflex once (if configured) or raise.
 
@@ -160,12 +169,25 @@ class FrankaArm:
         self._guard(lambda: self.robot.move(motion, asynchronous=True))
 
     def move_joints(self, joints: np.ndarray) -> None:
-        """Stop any Cartesian motion, move to joint angles (7,) rad and wait, interruptibly, until there."""
+        """Stop any Cartesian motion, move to joint angles (7,) rad and wait, interruptibly, until there.
+
+        "There" means measured within `JOINT_TOLERANCE_RAD` of `joints`, not only the end of the motion:
+        a Panda settles in milliseconds, a simulated arm on a busy CPU can trail by centimetres, and the
+        first policy target is taken from the pose measured after this returns.
+        """
         franky = self._franky
+        joints = np.asarray(joints, dtype=np.float64)
         self.stop()  # franky cannot switch a running motion from Cartesian to joint control
-        motion = franky.JointMotion(np.asarray(joints, dtype=np.float64))
-        self._guard(lambda: self.robot.move(motion, asynchronous=True))
+        self._guard(lambda: self.robot.move(franky.JointMotion(joints), asynchronous=True))
         self._guard(lambda: self._wait(lambda: self.robot.join_motion(timeout=POLL_S)))
+
+        def arrived() -> bool:
+            if np.abs(self.robot.state.q - joints).max() < JOINT_TOLERANCE_RAD:
+                return True
+            time.sleep(POLL_S)
+            return False
+
+        self._wait(arrived, timeout_s=SETTLE_TIMEOUT_S, what="settling at the joint target")
 
     def command_gripper(self, open_: bool) -> None:
         """Ask for the gripper open (`gripper_open_width`) or closed (a grasp with `gripper_force`, any object width).
@@ -233,14 +255,17 @@ class FrankaArm:
         self._finalizer()
 
     def _guard(self, call: Callable[[], object]) -> object:
-        """Run a franky call; turn a control/command error into RobotFaultError after recovering once."""
+        """Run a franky call; turn a control, command or planning error into RobotFaultError (recovering once).
+
+        franky reports a failed trajectory plan (Ruckig's negative error codes) as a plain RuntimeError.
+        """
         franky = self._franky
         try:
             return call()
-        except (franky.ControlException, franky.CommandException) as err:
+        except (franky.ControlException, franky.CommandException, RuntimeError) as err:
             if self.cfg.auto_recover and self.robot.state.robot_mode == franky.RobotMode.Reflex:
                 self.robot.recover_from_errors()
-            raise RobotFaultError(f"the robot stopped a motion: {err}") from err
+            raise RobotFaultError(f"the robot stopped a motion: {type(err).__name__}: {err}") from err
 
     @staticmethod
     def _wait(done: Callable[[], bool], timeout_s: float | None = None, what: str = "the motion") -> None:

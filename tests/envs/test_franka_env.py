@@ -3,6 +3,10 @@
 Cameras play recordings written by tests/fixtures/realsense.py. The shared `franky_sim_host` server
 (tests/conftest.py) starts once per session; every test begins with `reset()`, which homes the arm.
 Budget: about 40 s in all, most of it real-time robot motion at the shipped 10 Hz control rate.
+These tests need franky-sim and its libfranka client (in this process) to keep real time; the server
+runs as SCHED_FIFO when allowed (tests/fixtures/sim_robot.py). On a machine oversubscribed by other
+work (seen: load > ~12 on 2 cores) the client falls behind and the simulated arm overshoots or franky's
+planner fails; the suite alone (CI) runs at load ~2.
 """
 
 from __future__ import annotations
@@ -56,6 +60,18 @@ def hold(env, gripper=1.0, max_steps=30):
     raise AssertionError(f"the arm did not reach {info['target'][:3]}, it is at {obs['robot_obs'][:3]}")
 
 
+def resting_tcp(env, timeout_s=5.0):
+    """The TCP position (3,) once the arm has stopped moving (two readings 0.2 s apart within 0.2 mm)."""
+    deadline, last = time.monotonic() + timeout_s, env.get_info()["robot_info"]["tcp_pos"]
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = env.get_info()["robot_info"]["tcp_pos"]
+        if np.linalg.norm(now - last) < 0.0002:
+            return now
+        last = now
+    raise AssertionError("the arm kept moving")
+
+
 def run(env, action, steps):
     for _ in range(steps):
         obs, _, _, info = env.step(np.asarray(action, dtype=float))
@@ -73,14 +89,14 @@ def test_an_episode_moves_the_arm_in_the_commanded_world_directions(make_env):
     for axis, sign in ((0, 1), (1, 1), (2, -1)):  # world -z is the downward gripper's own +z
         start = obs["robot_obs"][:3].copy()
         action = np.r_[np.zeros(6), 1.0]
-        action[axis] = 0.5 * sign
-        _, info = run(env, action, 6)
+        action[axis] = 0.25 * sign
+        _, info = run(env, action, 8)
         assert not info["clipped_step"]
-        target[axis] += sign * 6 * 0.5 * 0.02  # CALVIN: 0.02 m per unit of action, in the world frame
+        target[axis] += sign * 8 * 0.25 * 0.02  # CALVIN: 0.02 m per unit of action, in the world frame
         np.testing.assert_allclose(info["target"][:3], target[:3], atol=1e-9)
         obs, info = hold(env)  # the arm gets there: the measured TCP moved along the same world axis
         moved = obs["robot_obs"][:3] - start
-        assert moved[axis] == pytest.approx(sign * 0.06, abs=0.005), moved
+        assert moved[axis] == pytest.approx(sign * 0.04, abs=0.005), moved
         assert np.abs(np.delete(moved, axis)).max() < 0.004, moved
         frames.append(frame_number(obs["rgb_obs"]["rgb_static"]))
     yaw = info["target"][5]
@@ -114,16 +130,29 @@ def test_targets_outside_the_workspace_are_clipped_and_never_reached(make_env, f
     env.arm("Scene ready?")
     floor = home_z - 0.03
     lowest, clipped = [], []
-    for _ in range(15):  # 15 steps of full-speed "down": 30 cm commanded, 3 cm allowed
-        obs, _, _, info = env.step(np.array([0, 0, -1.0, 0, 0, 0, 1.0]))
+    for _ in range(10):  # 10 steps of half-speed "down": 10 cm commanded, 3 cm allowed
+        obs, _, _, info = env.step(np.array([0, 0, -0.5, 0, 0, 0, 1.0]))
         lowest.append(obs["robot_obs"][2])
         clipped.append(info["clipped_workspace"])
         assert info["target"][2] >= floor - 1e-9  # no commanded target ever leaves the box
     obs, _ = hold(env)
     assert any(clipped)
-    # the simulator's joint PD tracks the commanded trajectory within millimetres (more on a loaded CPU)
-    assert min(lowest) > floor - 0.008
+    # franky-sim's joint PD follows the commanded trajectory within a few mm (up to ~1 cm on a CPU starved by
+    # other processes, when its 1 kHz loop falls behind wall-clock time); a real Panda tracks far closer
+    assert min(lowest) > floor - 0.01
     assert obs["robot_obs"][2] == pytest.approx(floor, abs=SETTLED_M)
+
+
+def test_a_reset_to_joints_outside_the_workspace_is_refused_before_anything_moves(make_env):
+    questions = []
+    env = make_env(confirm=lambda q: questions.append(q) or True, workspace_max=(0.5, 0.35, 0.65))
+    home = env.reset()["robot_obs"]  # the shipped home pose: TCP x = 0.307
+    far = home.copy()
+    far[7:14] = [0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785]  # franky-sim's start pose: TCP x = 0.554
+    with pytest.raises(SafetyError, match=r"TCP at the home joints, \[0.554"):
+        env.reset(robot_obs=far)
+    assert len(questions) == 1  # refused before the operator was even asked
+    np.testing.assert_allclose(env.get_obs()["robot_obs"][:3], home[:3], atol=0.001)
 
 
 def test_no_step_commands_more_than_the_step_limit(make_env):
@@ -132,12 +161,13 @@ def test_no_step_commands_more_than_the_step_limit(make_env):
     env.arm("Scene ready?")
     start = obs["robot_obs"].copy()
     for _ in range(10):  # asks for 2 cm and 0.05 rad per step
-        before = obs["robot_obs"]
         obs, _, _, info = env.step(np.array([1.0, 0, 0, 0, 0, 1.0, 1.0]))
         assert info["clipped_step"]
-        assert np.linalg.norm(info["target"][:3] - before[:3]) <= 0.006 + 0.001  # measured slightly after
+        assert np.linalg.norm(info["target"][:3] - info["planned_from"][:3]) <= 0.006 + 1e-9
+        turn = euler_to_matrix(info["planned_from"][3:6]).T @ euler_to_matrix(info["target"][3:6])
+        assert rotation_angle(turn) <= 0.01 + 1e-9
     obs, _ = hold(env)
-    assert 0.03 < obs["robot_obs"][0] - start[0] <= 10 * 0.006 + 0.002
+    assert 0.03 < obs["robot_obs"][0] - start[0] <= 10 * 0.006 + SETTLED_M  # 20 cm asked for
     assert abs(np.angle(np.exp(1j * (obs["robot_obs"][5] - start[5])))) <= 10 * 0.01 + 0.005
 
 
@@ -168,8 +198,8 @@ def test_no_motion_without_operator_confirmation(make_env):
     env.close()  # a Franka serves one client at a time
 
     declining = make_env(confirm=lambda q: False)
-    away = declining.get_obs()["robot_obs"]
-    assert np.linalg.norm(away[:3] - np.asarray(moved["robot_obs"][:3])) < 0.02  # still away from home
+    away = resting_tcp(declining)  # franky-sim's arm sags a few mm when a client disconnects; let it settle
+    assert np.linalg.norm(away - moved["robot_obs"][:3]) < 0.02  # still away from home
     with pytest.raises(OperatorAbort):
         declining.reset()  # would move home
     with pytest.raises(OperatorAbort):
@@ -177,7 +207,7 @@ def test_no_motion_without_operator_confirmation(make_env):
     with pytest.raises(SafetyError):
         declining.step(np.r_[np.zeros(6), 1.0])
     time.sleep(0.3)
-    np.testing.assert_allclose(declining.get_obs()["robot_obs"][:3], away[:3], atol=0.001)
+    np.testing.assert_allclose(declining.get_obs()["robot_obs"][:3], away, atol=0.001)
 
 
 def test_ctrl_c_stops_the_robot_mid_motion(make_env):
@@ -223,11 +253,17 @@ def test_no_robot_at_the_address_fails_within_the_timeout(recordings):
 
 
 def test_a_robot_serving_another_client_fails_within_the_timeout(make_env):
-    make_env().reset()
+    first = make_env()
+    first.reset()
     start = time.monotonic()
     with pytest.raises(RobotConnectionError, match="no Franka answered within 1.0 s; another program"):
         make_env(connect_timeout_s=1.0)
     assert time.monotonic() - start < 2.5
+    first.close()  # the abandoned handshake now completes and lets go; wait for it, as the next test needs the robot
+    for thread in threading.enumerate():
+        if thread.name == "franky-connect":
+            thread.join(timeout=10)
+            assert not thread.is_alive()
 
 
 def test_a_missing_camera_fails_before_the_robot_is_contacted(recordings):

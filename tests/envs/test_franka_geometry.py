@@ -96,6 +96,21 @@ def test_a_step_never_moves_further_than_the_step_limits_from_the_measured_pose(
     assert np.linalg.norm(far.target.position - start.position) == pytest.approx(0.005)
 
 
+def test_the_commanded_target_never_advances_more_than_the_step_limit_even_if_the_arm_overshoots(cfg):
+    tight = replace(cfg, max_step_translation=0.005)
+    target = pose([0.4, 0.0, 0.4])
+    ahead = pose([0.41, 0.0, 0.4])  # the measured arm ran 1 cm past its target
+    plan = plan_step(tight, target, ahead, act(1.0))
+    np.testing.assert_allclose(plan.target.position, [0.405, 0.0, 0.4], atol=1e-12)
+    assert plan.clipped_step
+
+
+def test_an_arm_pushed_outside_the_box_never_drags_the_target_out(cfg):
+    target, outside = pose([0.7, 0.0, 0.4]), pose([0.75, 0.0, 0.4])  # pushed 5 cm past the x limit
+    plan = plan_step(replace(cfg, max_step_translation=0.01), target, outside, act(1.0))
+    assert plan.target.position[0] <= 0.7 and plan.clipped_workspace
+
+
 def test_action_magnitudes_above_one_are_clipped_and_reported(cfg):
     start = pose([0.4, 0.0, 0.4])
     plan = plan_step(cfg, start, start, act(3.0, -2.0))
