@@ -18,6 +18,7 @@ from model.batches import RobotBatch
 from model.vla import VLAModel
 
 PAD = 2  # pixels of white between tiles
+SCALE = 2  # nearest-neighbour upscaling of each tile (64 px frames are too small to read in the MLflow UI)
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -26,8 +27,9 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return pixels.movedim(-3, -1).cpu().numpy()
 
 
-def tile(rows: list[list[np.ndarray]]) -> np.ndarray:
-    """Lay out equally sized (h, w, 3) tiles row by row with white gaps."""
+def tile(rows: list[list[np.ndarray]], scale: int = SCALE) -> np.ndarray:
+    """Lay out equally sized (h, w, 3) tiles row by row with white gaps, each enlarged `scale` times."""
+    rows = [[image.repeat(scale, axis=0).repeat(scale, axis=1) for image in row] for row in rows]
     h, w = rows[0][0].shape[:2]
     n_rows, n_cols = len(rows), len(rows[0])
     out = np.full((n_rows * (h + PAD) + PAD, n_cols * (w + PAD) + PAD, 3), 255, dtype=np.uint8)

@@ -16,21 +16,22 @@ import ray
 
 
 @contextmanager
-def ray_connection(num_cpus: int | None = None) -> Iterator[None]:
+def ray_connection(num_cpus: int | None = None, *, log_to_driver: bool = False) -> Iterator[None]:
     """Use the Ray already initialised in this process, join `RAY_ADDRESS`, or start a local Ray.
 
     A local Ray is always a new one (`address="local"`) bound to loopback, with `num_cpus` CPUs (None =
     all of the machine); it is shut down on exit. A joined or pre-existing Ray is left running.
+    `log_to_driver` forwards the workers' stdout/stderr to this terminal (training's progress bar).
     """
     if ray.is_initialized():
         yield
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=log_to_driver)
     else:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only (stack-notes §2)
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
     try:
         yield
     finally:

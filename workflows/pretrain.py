@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     inputs = stage_inputs(args, init_model=None)
     name = run_name("pretrain", cfg.experiment.preset, cfg.experiment.seed)
-    with start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
-                   params=stage_params(cfg, "pretrain")) as run, ray_connection(cfg.cluster.num_cpus):
+    tracking = start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
+                         params=stage_params(cfg, "pretrain"))
+    with tracking as run, ray_connection(cfg.cluster.num_cpus, log_to_driver=True):  # workers' progress bar shown
         summary = pretrain(cfg, inputs, Path(args.out), storage=Path(args.storage), log=run)
     write_metrics(summary, Path(args.metrics))
     return 0

@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     inputs = stage_inputs(args, init_model=args.init if cfg.tune.init_from == "pretrain" else None)
     name = run_name("tune", cfg.experiment.preset, cfg.experiment.seed)
-    with start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
-                   params=stage_params(cfg, "tune")) as run, ray_connection(cfg.cluster.num_cpus):
+    tracking = start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
+                         params=stage_params(cfg, "tune"))
+    with tracking as run, ray_connection(cfg.cluster.num_cpus, log_to_driver=True):  # workers' progress bar shown
         summary = tune(cfg, inputs, Path(args.out), storage=Path(args.storage), log=run)
     write_metrics(summary, Path(args.metrics))
     return 0
