@@ -102,7 +102,7 @@ class FrankaArm:
             except Exception as err:
                 result["error"] = err
 
-        thread = threading.Thread(target=connect, name="franky-connect", daemon=True)
+        thread = threading.Thread(target=connect, name=f"franky-connect-{cfg.hostname}", daemon=True)
         thread.start()
         thread.join(cfg.connect_timeout_s)
         if thread.is_alive():
