@@ -35,8 +35,8 @@ REQUIRED = {"rgb_static": ((200, 200, 3), "uint8"), "rgb_gripper": ((84, 84, 3),
 OPTIONAL = {"depth_static": ((200, 200), "float"), "depth_gripper": ((84, 84), "float"),
             "rgb_tactile": ((160, 120, 6), "uint8"), "depth_tactile": ((160, 120, 2), "float")}
 
-# (scene_obs (24,), scene letter "A".."D") -> description; envs/describe.py provides it
-Describe = Callable[[np.ndarray, str], str]
+# (scene_obs (24,), scene letter "A".."D", robot_obs (15,)) -> description; envs.describe.describe_scene
+Describe = Callable[[np.ndarray, str, np.ndarray], str]
 
 
 def frame_path(split_dir: Path, frame_id: int) -> Path:
@@ -127,7 +127,7 @@ class CalvinUnit:
                 result.records.append(QuarantineRecord.of(FRAMES, source, err))
                 continue
             scene = self.scene_of(frame_id)
-            text = describe(data["scene_obs"], scene[-1]) if describe and scene else None
+            text = describe(data["scene_obs"], scene[-1], data["robot_obs"]) if describe and scene else None
             writer.add({"dataset": "calvin", "split": self.split, "episode": episode, "step": step,
                         "frame_id": frame_id, "source": source, "scene": scene,
                         "rgb_static": encode_png(data["rgb_static"]), "rgb_gripper": encode_png(data["rgb_gripper"]),
