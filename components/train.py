@@ -21,6 +21,8 @@ import argparse
 import hashlib
 import json
 import shutil
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,7 +101,24 @@ def run_ray_training(job: TrainJob, *, storage: Path, name: str, use_gpu: bool) 
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
     )
-    return trainer.fit()
+    return fit_restoring_sigint(trainer)
+
+
+def fit_restoring_sigint(trainer: Any) -> Any:
+    """`trainer.fit()`, then the SIGINT handler the caller had.
+
+    Ray Train installs a handler (Ctrl-C aborts the run gracefully) and leaves it installed after `fit`
+    returns, so later Ctrl-Cs in the same process (a notebook, the robot's stop-on-Ctrl-C, a test session)
+    would be swallowed instead of raising KeyboardInterrupt.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if in_main_thread else None
+    try:
+        return trainer.fit()
+    finally:
+        # signal.signal only works from the main thread; Ray installs nothing elsewhere either
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def export_model(result: Any, out_dir: Path, *, mmu_condition: bool | None) -> Path:

@@ -1,4 +1,5 @@
-"""The `pretrain` stage function on real Ray Train, with a worker killed mid-run, logging into a real MLflow store.
+"""The `pretrain` stage function on real Ray Train, with a worker killed mid-run, logging into a real MLflow store;
+afterwards Ctrl-C raises KeyboardInterrupt again (Ray Train's SIGINT handler is not left behind).
 
 One Ray Train run (~40-60 s on 2 idle cores: worker-group start, the kill, the restart) covers the stage
 function: TorchTrainer + gloo, checkpoints reported to Ray storage, FailureConfig restarting the worker
@@ -8,6 +9,7 @@ group from the latest checkpoint, the exported model folder, per-step metrics, g
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 
@@ -65,9 +67,11 @@ def test_a_worker_killed_mid_run_is_restarted_from_the_latest_checkpoint(pipelin
     storage, killed = tmp_path / "ray", []
     killer = threading.Thread(target=kill_worker_after_first_checkpoint, args=(storage, killed), daemon=True)
     killer.start()
+    sigint_handler = signal.getsignal(signal.SIGINT)
     with start_run(tracking_target, "upvla-test", "pretrain-full-s0") as run:
         summary = pretrain(cfg, tiny_inputs(pipeline_data, None), tmp_path / "out", storage=storage, log=run)
     killer.join(timeout=1)
+    assert signal.getsignal(signal.SIGINT) is sigint_handler  # Ray's abort-the-run handler is gone: Ctrl-C raises
     assert killed, "no Ray Train worker was found to kill"
     assert summary.steps == steps and 4 <= summary.resumed_from_step < steps  # restarted from a checkpoint
     assert summary.resumed_from_step % 4 == 0 and set(summary.final) >= {"loss", "pre", "mmu", "lr", "samples_per_s"}
