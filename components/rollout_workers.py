@@ -8,10 +8,14 @@ every `ChainStarted` / `ChainOutcome` as it happens and hands each outcome to `o
 (the evaluate stage appends it to its results log).
 
 Faults: an actor that dies (crash, OOM kill, lost node) is restarted by Ray (`max_restarts`); the
-chains it had in flight go back into the queue at once and the restarted actor resumes pulling. A
-chain lost between leaving the queue and announcing itself is caught after the queue drains: every
-chain without an outcome is queued again. An outcome is accepted once per chain, so a chain is never
-counted twice. An exception raised by the env or the policy is a bug, not a fault: it stops the run.
+chains it had announced go back into the queue at once, the driver waits for the restarted process
+(a new pid from `ready`) and it resumes pulling. A chain the actor took but whose `ChainStarted` died
+with it (a process that dies drops the events it had not reported yet) is caught after the queue
+drains: every chain without an outcome is queued again for another pass. Passes repeat while each
+finishes a chain or sees an actor restart or die (restarts are finite, so this ends); once no actor
+is left the run stops with "every rollout actor died". An outcome is accepted once per chain, so a
+chain is never counted twice. An exception raised by the env or the policy is a bug, not a fault: it
+stops the run.
 
     stats = run_rollouts(WorkerSpec(env_cfg, LocalVLAFactory(folder)), enumerate(chains),
                          num_workers=2, on_outcome=lambda o: print(o.result.index, o.result.completed))
@@ -152,17 +156,21 @@ def run_rollouts(spec: WorkerSpec, chains: Iterable[tuple[int, Chain]], *, num_w
         stats.pids = ray.get([w.ready.remote(spec) for w in workers])
         stats.startup_s = time.perf_counter() - begin
         begin = time.perf_counter()
-        pool = _Pool(workers, queue, spec, todo, on_outcome, on_start, stats)
+        pool = _Pool(workers, stats.pids, queue, spec, todo, on_outcome, on_start, stats)
         while missing := [i for i in todo if i not in pool.finished]:
             if not pool.live:
-                raise RuntimeError(f"rollouts: every rollout actor died (restarts used up); {len(missing)} chains "
-                                   f"unfinished, e.g. {missing[:10]}; finished chains are kept, re-run to resume")
-            before = len(pool.finished)
+                raise RuntimeError(f"rollouts: every rollout actor died ({stats.worker_failures} crashes, restarts "
+                                   f"used up); {len(missing)} chains unfinished, e.g. {missing[:10]}; finished "
+                                   "chains are kept, re-run to resume")
+            progress = (len(pool.finished), stats.worker_failures)
+            for _ in _drain(queue):  # chains re-queued by actors that then died for good: queued once below
+                pass
             for index in missing:
                 queue.put((index, todo[index]))
             pool.serve()
-            if len(pool.finished) == before and pool.live:
-                raise RuntimeError(f"rollouts: no chain finished in a full pass; unfinished chains {missing[:20]}")
+            if (len(pool.finished), stats.worker_failures) == progress:
+                raise RuntimeError(f"rollouts: a full pass over the queue finished none of chains {missing[:20]} "
+                                   "although no actor died: chains are lost without a crash (a bug)")
         stats.run_s = time.perf_counter() - begin
     finally:
         for worker in workers:
@@ -172,34 +180,35 @@ def run_rollouts(spec: WorkerSpec, chains: Iterable[tuple[int, Chain]], *, num_w
 
 
 class _Pool:
-    """The driver's view of the actors: their streams, the chains each has in flight, restarts, deaths."""
+    """The driver's view of the actors: their streams, the chains each has announced, their processes."""
 
-    def __init__(self, workers: list, queue: Queue, spec: WorkerSpec, todo: dict[int, Chain],
+    def __init__(self, workers: list, pids: list[int], queue: Queue, spec: WorkerSpec, todo: dict[int, Chain],
                  on_outcome: Callable[[ChainOutcome], None], on_start: Callable[[int], None],
                  stats: RolloutStats) -> None:
         self.live = list(workers)
         self.queue, self.spec, self.todo, self.stats = queue, spec, todo, stats
         self.on_outcome, self.on_start = on_outcome, on_start
         self.in_flight: dict[int, set[int]] = {id(w): set() for w in workers}
-        self.refusals: dict[int, int] = {id(w): 0 for w in workers}
+        self.pids: dict[int, int] = {id(w): pid for w, pid in zip(workers, pids, strict=True)}
         self.finished: set[int] = set()
 
     def serve(self) -> None:
         """Stream every live actor until the queue is empty and all their chains have ended."""
-        streams = {w.run.remote(self.queue, self.spec): (w, False) for w in self.live}
+        streams = {w.run.remote(self.queue, self.spec): w for w in self.live}
         while streams:
             [stream], _ = ray.wait(list(streams), num_returns=1)
-            worker, active = streams.pop(stream)
+            worker = streams.pop(stream)
             try:
                 event = ray.get(next(stream))
             except StopIteration:
                 continue
-            except RayActorError as err:
-                if self._failed(worker, err, active):
-                    streams[worker.run.remote(self.queue, self.spec)] = (worker, False)
+            except RayActorError:
+                if self._recover(worker):
+                    streams[worker.run.remote(self.queue, self.spec)] = worker
                 continue
-            streams[stream] = (worker, True)
+            streams[stream] = worker
             self._handle(worker, event)
+
     def _handle(self, worker, event: ChainStarted | ChainOutcome) -> None:
         flight = self.in_flight[id(worker)]
         if isinstance(event, ChainStarted):
@@ -215,21 +224,29 @@ class _Pool:
         self.stats.env_steps += event.steps
         self.on_outcome(event)
 
-    def _failed(self, worker, err: RayActorError, active: bool) -> bool:
-        """Re-queue the actor's chains; True when it can take work again (Ray is restarting it).
+    def _recover(self, worker) -> bool:
+        """After `worker`'s stream failed: re-queue its chains, wait for its process; True when it can work.
 
-        `ActorUnavailableError` means Ray is restarting the actor (a crash, or a call that reached it
-        mid-restart); `ActorDiedError` means it is gone for good (restarts used up, or killed).
+        A crash surfaces as `ActorUnavailableError` while Ray restarts the actor (calls are refused until
+        the new process is up) and as `ActorDiedError` once restarts are used up. A new pid from `ready`
+        is a restart; the same pid was a dropped connection, not a crash.
         """
-        if active:  # the stream had been running chains: a crash, not a call refused mid-restart
-            self.stats.worker_failures += 1
         for index in sorted(self.in_flight[id(worker)] - self.finished):
             self.queue.put((index, self.todo[index]))
         self.in_flight[id(worker)] = set()
-        if isinstance(err, ActorUnavailableError) and self.refusals[id(worker)] < MAX_REFUSALS:
-            self.refusals[id(worker)] = 0 if active else self.refusals[id(worker)] + 1
-            time.sleep(0 if active else RESTART_POLL_S)
+        for _ in range(MAX_REFUSALS):
+            try:
+                pid = ray.get(worker.ready.remote(self.spec))
+            except ActorUnavailableError:
+                time.sleep(RESTART_POLL_S)
+                continue
+            except RayActorError:
+                break
+            if pid != self.pids[id(worker)]:
+                self.stats.worker_failures += 1
+                self.pids[id(worker)] = pid
             return True
+        self.stats.worker_failures += 1  # gone for good (or never came back): its last process died
         self.live.remove(worker)
         return False
 
