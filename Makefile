@@ -17,9 +17,10 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: run test install system-deps ui lint clean-runs
 
-## run: set up if needed, then run the whole pipeline on the embedded CPU default (dvc repro)
+## run: set up if needed, then run the whole pipeline on the embedded CPU default (dvc repro) and print the results
 run: $(INSTALLED)
 	$(VENV)/bin/dvc repro
+	$(PY) -m workflows.report --summary
 
 ## test: set up if needed (venv + apt packages), then run the test suite
 test: $(INSTALLED) system-deps

@@ -233,20 +233,35 @@ def start_run(
 
     The run ends FINISHED, or FAILED if the block raises (the exception propagates).
     """
-    experiment_id = get_or_create_experiment(target, experiment)
-    client = make_client(target)
-    all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    run = MlflowRun(target, client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id)
-    if params:
-        run.log_params(params)
+    run = create_run(target, experiment, name, parent_run_id=parent_run_id, tags=tags, params=params)
     try:
         yield run
     except BaseException:
-        client.set_terminated(run.run_id, status="FAILED")
+        end_run(run, "FAILED")
         raise
-    client.set_terminated(run.run_id, status="FINISHED")
+    end_run(run, "FINISHED")
+
+
+def create_run(target: TrackingTarget, experiment: str, name: str, *, parent_run_id: str | None = None,
+               tags: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None) -> MlflowRun:
+    """Create a RUNNING run that the caller ends with `end_run`.
+
+    For runs that outlive one block of code (a workflow's children, finished by Ray tasks); prefer
+    `start_run` otherwise.
+    """
+    experiment_id = get_or_create_experiment(target, experiment)
+    all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = MlflowRun(target, make_client(target).create_run(experiment_id, run_name=name, tags=all_tags).info.run_id)
+    if params:
+        run.log_params(params)
+    return run
+
+
+def end_run(run: MlflowRun, status: str = "FINISHED") -> None:
+    """End a run as FINISHED, FAILED or KILLED."""
+    run.client.set_terminated(run.run_id, status=status)
 
 
 def attach_run(target: TrackingTarget, run_id: str) -> MlflowRun:
@@ -264,6 +279,12 @@ def find_runs(target: TrackingTarget, experiment: str, filter_string: str = "") 
         return []
     return list(client.search_runs([found.experiment_id], filter_string=filter_string,
                                    order_by=["attributes.start_time DESC"]))
+
+
+def metric_history(target: TrackingTarget, run_id: str, key: str) -> list[tuple[int, float]]:
+    """`(step, value)` of every logged value of metric `key` in run `run_id`, by step (empty if never logged)."""
+    history = make_client(target).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in history)
 
 
 def list_run_artifacts(target: TrackingTarget, run_id: str, path: str = "") -> list[tuple[str, bool]]:

@@ -1,0 +1,96 @@
+"""`python -m workflows.report` on the outputs of real (tiny) training and evaluation: files, plots, MLflow.
+
+The inputs are made by the real pieces in one process: the training loop (LocalSession, so no Ray Train
+start-up) logging into MLflow runs named as the stages name them, and the evaluate stage's function on
+the tuned model; the report stage then reads them exactly as after `dvc repro`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+
+from components.config import TrackingConfig
+from components.evaluate import evaluate_checkpoint
+from components.policy import PolicySettings, save_policy_settings
+from components.tracking import find_runs, list_run_artifacts, resolve_target, start_run
+from components.train_loop import train_worker
+from components.train_session import LocalSession, checkpoint_name
+from components.train_state import MODEL_DIR
+from tests.conftest import PROJECT_ROOT
+from tests.fixtures.training import tiny_config, tiny_inputs, tiny_job
+from workflows.report import main
+
+STEPS = 4
+
+
+def train(pipeline_data, root, target, stage, init):
+    """The real loop, logging into `<stage>-full-s0`; writes metrics/<stage>.json; returns the model folder."""
+    cfg = tiny_config(stage, STEPS, **{f"{stage}.log_every": 1, f"{stage}.image_every": STEPS})
+    session = LocalSession(root / "ckpt" / stage, keep=1)
+    with start_run(target, "upvla-pipeline", f"{stage}-full-s0") as run:
+        train_worker(tiny_job(cfg, stage, tiny_inputs(pipeline_data, init), log=run), session)
+    final = {k: v for k, v in session.reports[-1].items() if k in ("loss", "mmu", "pre", "act")}
+    (root / "metrics" / f"{stage}.json").write_text(json.dumps({"stage": stage, "final": final}))
+    return root / "ckpt" / stage / checkpoint_name(STEPS) / MODEL_DIR, cfg
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, pipeline_data, ray_session):
+    root = tmp_path_factory.mktemp("project")
+    (root / "metrics").mkdir()
+    target = resolve_target(TrackingConfig("upvla", "mlflow.db", "mlartifacts"), root)
+    pretrained, _ = train(pipeline_data, root, target, "pretrain", None)
+    tuned, cfg = train(pipeline_data, root, target, "tune", pretrained)
+    save_policy_settings(tuned, PolicySettings(mmu_condition=True))
+    evaluate = replace(cfg.evaluate, num_sequences=2, num_workers=1, envs_per_worker=2, ep_len=4, num_videos=0)
+    summary = evaluate_checkpoint(evaluate, cfg.env, tuned, root / "artifacts" / "eval", progress=False)
+    (root / "metrics" / "eval.json").write_text(json.dumps(summary.metrics()))
+    return root, target
+
+
+def test_report_writes_tables_plots_frames_and_logs_them(project, monkeypatch, capsys):
+    root, target = project
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", target.uri)
+    assert main(["--params", str(PROJECT_ROOT / "params.yaml")]) == 0
+    printed = capsys.readouterr().out
+    assert "on 2 CALVIN chains: average length 0.00" in printed and "report: reports/pipeline/results.md" in printed
+    out = root / "reports" / "pipeline"
+    assert {p.name for p in out.iterdir()} == {"results.md", "summary.json", "task_success.png", "loss_curves.png",
+                                               "frames"}
+    assert sorted(p.name for p in (out / "frames").iterdir()) == [f"{s}_step_{STEPS:06d}.png" for s in ("pretrain",
+                                                                                                        "tune")]
+    text = (out / "results.md").read_text()
+    assert "| UP-VLA (full, seed 0) | 0.0% | 0.0% | 0.0% | 0.0% | 0.0% | 0.00 | 2 |" in text
+    assert "| tune |" in text and "(frames/tune_step_000004.png)" in text
+    with (root / "reports" / "plots" / "loss_tune.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(1, STEPS + 1))
+    assert {"loss", "mmu", "pre", "act"} <= set(rows[0])  # stage 2 logs every loss term
+    [run] = find_runs(target, "upvla-pipeline", "attributes.run_name = 'report-full-s0'")
+    assert {"results.md", "loss_curves.png", "frames"} <= {p for p, _ in list_run_artifacts(target, run.info.run_id)}
+    assert main(["--summary"]) == 0
+    assert capsys.readouterr().out == printed  # --summary prints the last report without recomputing
+
+
+def test_a_missing_input_names_the_stage_that_writes_it(project, tmp_path, monkeypatch, capsys):
+    root, target = project
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", target.uri)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "eval.json").write_text((root / "metrics" / "eval.json").read_text())
+    assert main(["--params", str(PROJECT_ROOT / "params.yaml")]) == 2
+    assert "artifacts/eval/results.json: missing; the `evaluate` stage writes it" in capsys.readouterr().err
+    assert main(["--params", str(PROJECT_ROOT / "params.yaml"), "--eval", str(root / "artifacts" / "eval"),
+                 "--set", "experiment.seed=7"]) == 2
+    assert "metrics/pretrain.json: missing; the `pretrain` stage writes it" in capsys.readouterr().err
+
+
+def test_summary_of_a_report_never_written_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--summary"]) == 2
+    assert "reports/pipeline/summary.json: missing; the `report` stage writes it" in capsys.readouterr().err
