@@ -22,6 +22,7 @@ from components.config import add_config_args, config_from_args, flatten, to_dic
 from components.ingest import ingest_datasets, resolve_sources, summary_dict  # noqa: E402
 from components.ray_runtime import ray_connection  # noqa: E402
 from components.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from envs.describe import describe_scene  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     name = run_name("ingest", cfg.experiment.preset, cfg.experiment.seed)
     with start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
                    params=flatten(to_dict(cfg.ingest), "ingest.")) as run, ray_connection(cfg.cluster.num_cpus):
-        # descriptions: none until envs' scene-description function exists (the collect stage's issue)
-        summary = ingest_datasets(cfg.ingest, sources, Path(args.out), describe=None, log=run)
+        # every CALVIN frame (real or collected) gets its ground-truth description from its state
+        summary = ingest_datasets(cfg.ingest, sources, Path(args.out), describe=describe_scene, log=run)
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(args.metrics).write_text(json.dumps(summary.metrics(), indent=2))
     print(json.dumps(summary_dict(summary), indent=1))
