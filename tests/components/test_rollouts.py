@@ -1,7 +1,8 @@
 """CALVIN chains on real Ray actors and PlayTable envs: same results whatever the actors, crashes survived.
 
 The policy is the privileged goal-writing test policy (tests/fixtures/rollout_policies.py), so the
-8 chains end with 0-3 subtasks done (not trivially all zero), in state-only envs to stay fast.
+8 chains end with 0-3 subtasks done (not trivially all zero), in state-only envs to stay fast; one
+test drives the scripted experts (envs/experts/) through the controller instead.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from envs.config import EnvConfig
 from envs.factory import make_env
 from envs.sequences import get_sequences
 from envs.tasks import load_eval_instructions
-from tests.fixtures.rollout_policies import CrashOnceFactory, GoalWritingFactory
+from tests.fixtures.rollout_policies import CrashOnceFactory, ExpertFactory, GoalWritingFactory
 
 ENV = EnvConfig(name="playtable", scene="D", calvin_dataset_path=None)
 EP_LEN = 5
@@ -74,6 +75,20 @@ def test_same_chains_give_the_same_results_with_one_and_two_actors(ray_session, 
     assert results == reference
     assert stats.chains == len(chains) and stats.worker_failures == 0 and len(set(stats.pids)) == workers
     assert stats.env_steps == sum(s.steps for r in reference for s in r.subtasks)
+
+
+def test_scripted_experts_give_the_same_results_on_two_actors(ray_session):
+    """Real control: the experts move the arm through the controller; 120 steps leave some subtasks unfinished."""
+    chains = [(i, get_sequences(1000)[i]) for i in (0, 2, 4)]
+    env = make_env(ENV, cameras=False)
+    try:
+        reference = [o.result for o in run_sequential(env, ExpertFactory()([env]), chains, ep_len=120)]
+    finally:
+        env.close()
+    assert [r.completed for r in reference] == [1, 2, 0]
+    experts = WorkerSpec(ENV, ExpertFactory(), ep_len=120, cameras=False)
+    results, stats, _ = collect(spec=experts, chains=chains, num_workers=2)
+    assert results == reference and len(set(stats.pids)) == 2
 
 
 def test_a_killed_actor_still_yields_every_chain_exactly_once(ray_session, chains, reference, tmp_path):
