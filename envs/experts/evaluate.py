@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -55,12 +55,18 @@ def trial_starts(task: str, count: int) -> list[tuple[dict, tuple[str, ...], int
     the chains `get_sequences(2000)` adds to them.
     """
     starts = []
-    for chains in (get_sequences(1000), _extra_chains()):
+    for chains in _chain_sources():
         places = sorted((tasks.index(task), i) for i, (_, tasks) in enumerate(chains) if task in tasks)
         starts += [(chains[i][0], chains[i][1], position) for position, i in places]
         if len(starts) >= count:
             break
     return starts[:count]
+
+
+def _chain_sources() -> Iterator[list]:
+    """CALVIN's 1000 chains, then the extra ones: generated only when asked for (seconds each)."""
+    yield get_sequences(1000)
+    yield _extra_chains()
 
 
 def _extra_chains() -> list:
@@ -69,20 +75,33 @@ def _extra_chains() -> list:
     return [(state, tasks) for state, tasks in get_sequences(2000) if (str(state), tasks) not in known]
 
 
+def reach_trial_starts(env: object, oracle: TaskOracle, task: str, count: int) -> Iterator[int]:
+    """Put `env` at the start of each trial of `task` in turn (see the module docstring).
+
+    Yields, once the env is there, how many prefixes failed before this trial; stops after `count` trials
+    or when the occurrences (2 * count) run out. Any policy can then attempt the task from the env's state.
+    """
+    yielded = skipped = 0
+    for state, tasks, position in trial_starts(task, 2 * count):
+        if yielded == count:
+            return
+        env.reset(*initial_condition_to_obs(state))
+        if all(_play_to_end(env, oracle, done) for done in tasks[:position]):
+            yielded += 1
+            yield skipped
+        else:
+            skipped += 1
+
+
 def run_task_trials(task: str, count: int, scene: str = "D") -> TaskTrials:
     """Run `count` trials of `task` (see the module docstring); extra occurrences replace failed prefixes."""
     oracle, instruction = TaskOracle(), load_eval_instructions()[task]
     outcomes, skipped = [], 0
     with PlayTableEnv(scene, cameras=False) as env:
         policy = ExpertPolicy(env)
-        for state, tasks, position in trial_starts(task, 2 * count):
-            if len(outcomes) == count:
-                break
-            env.reset(*initial_condition_to_obs(state))
-            if all(_play_to_end(env, oracle, done) for done in tasks[:position]):
-                outcomes.append(run_subtask(env, policy, oracle, task, instruction))
-            else:
-                skipped += 1
+        for failed_before in reach_trial_starts(env, oracle, task, count):
+            outcomes.append(run_subtask(env, policy, oracle, task, instruction))
+            skipped = failed_before
     successes = [steps for success, steps in outcomes if success]
     return TaskTrials(task, len(successes), len(outcomes), skipped, float(np.mean([s for _, s in outcomes])))
 

@@ -1,0 +1,54 @@
+"""Single-task success of a checkpoint in the simulator: each task alone, from evaluation initial states.
+
+    python -m workflows.task_trials                                   # artifacts/tune/model, the 8 articulated tasks
+    python -m workflows.task_trials --tasks all --trials 20           # all 34 CALVIN tasks
+    python -m workflows.task_trials --checkpoint path/to/model --tasks open_drawer,close_drawer --workers 2
+
+Prints a table and writes metrics/task_trials.json ({task: success rate}, plus the mean). The trials are
+components/task_trials.py's: the experts' trial starts (envs/experts/evaluate.py), CALVIN's evaluation
+sentence, up to --ep-len steps, the task oracle.
+"""
+
+from __future__ import annotations
+
+import os
+
+# before ray is imported: a local Ray bound to 127.0.0.1, no hub downloads (stack-notes §2, §9)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from components.ray_runtime import ray_connection  # noqa: E402
+from components.task_trials import ARTICULATED, evaluate_tasks  # noqa: E402
+from envs.symbolic import TASK_ORDER  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the trials and write the per-task success rates."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="artifacts/tune/model", help="a VLAModel folder with policy.json")
+    parser.add_argument("--tasks", default="articulated", help="'articulated', 'all', or comma-separated names")
+    parser.add_argument("--trials", type=int, default=20, help="trials per task (the paper: 20)")
+    parser.add_argument("--scene", default="D", help="PlayTable scene")
+    parser.add_argument("--ep-len", type=int, default=360, help="steps per trial (CALVIN: 360)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel Ray tasks, one env + policy each")
+    parser.add_argument("--metrics", default="metrics/task_trials.json")
+    args = parser.parse_args(argv)
+    tasks = {"articulated": ARTICULATED, "all": TASK_ORDER}.get(args.tasks) or tuple(args.tasks.split(","))
+    with ray_connection(args.workers):
+        results = evaluate_tasks(args.checkpoint, tasks, trials=args.trials, scene=args.scene,
+                                 ep_len=args.ep_len, workers=args.workers)
+    rates = {task: r.rate for task, r in results.items()}
+    for task, r in results.items():
+        print(f"{task:28s} {r.successes:3d} / {r.trials}  {100 * r.rate:5.1f}%  (failed expert prefixes: {r.skipped})")
+    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.metrics).write_text(json.dumps({"checkpoint": args.checkpoint, "trials": args.trials, "scene": args.scene,
+                                              "mean": sum(rates.values()) / len(rates), "success": rates}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
