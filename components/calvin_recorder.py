@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.annotations import load_training_sentences
-from envs.experts.play import PlaySession
+from envs.experts.play import ARTICULATED, PlaySession
 from envs.playtable import PlayTableEnv
 from envs.tasks import TaskOracle
 
@@ -68,6 +68,8 @@ class EpisodeJob:
     stride: int
     # write depth_static / depth_gripper (float32, metric)
     depth: bool
+    # relative chance of an articulated task among the valid ones
+    articulated_weight: float = 1.0
 
 
 @dataclass
@@ -161,7 +163,8 @@ def record_episode(job: EpisodeJob, out_dir: Path) -> EpisodeResult:
     result, infos, oracle = EpisodeResult(job), {}, TaskOracle()
     with PlayTableEnv(job.scene, cameras=True, seed=job.seed) as env:
         writer = FrameWriter(out_dir, job.depth, result, infos, job.stride, env)
-        attempts = PlaySession(env, rng, oracle).run(job.num_tasks, writer)
+        weights = dict.fromkeys(ARTICULATED, job.articulated_weight)
+        attempts = PlaySession(env, rng, oracle, weights).run(job.num_tasks, writer)
         writer.finish()
     for a in attempts:
         result.attempted[a.task] = result.attempted.get(a.task, 0) + 1

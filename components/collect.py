@@ -82,7 +82,7 @@ def plan_jobs(cfg: CollectConfig, out_dir: Path) -> list[tuple[str, Any, Path]]:
         for _ in range(count):
             i = len(jobs)
             job = EpisodeJob(scene, split, job_seed(cfg.seed, "calvin", i), cfg.tasks_per_episode, cfg.window,
-                             cfg.window_stride, cfg.depth)
+                             cfg.window_stride, cfg.depth, cfg.articulated_weight)
             jobs.append(("calvin", job, out_dir / "calvin" / SCRATCH / f"ep{i:05d}"))
     for k in range(cfg.bridge_videos):
         scene = cfg.train_scenes[k % len(cfg.train_scenes)]

@@ -82,6 +82,8 @@ class CollectConfig:
     val_episodes_per_scene: int = _f(ge=1)
     # expert subtasks chained in one play episode
     tasks_per_episode: int = _f(ge=1)
+    # chance of an articulated task (door, drawer, LED, bulb) relative to a block task among the valid ones
+    articulated_weight: float = _f(gt=0)
     # Bridge-format prediction-only videos (randomised colours/layouts never used in evaluation)
     bridge_videos: int = _f(ge=0)
     # LLaVA-format images, each with several question/answer turns
@@ -297,6 +299,35 @@ class SlurmConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """`workflows/sweep.py`: Optuna (through Ray Tune) over stage-2 loss weights and learning rate."""
+
+    # Optuna study name; the study (every trial and its result) persists in `storage`
+    study: str
+    # Optuna storage file (sqlite), relative to the project root; a re-run continues the study
+    storage: str
+    # trials the study should have in total; a re-run runs only the missing ones
+    num_trials: int = _f(ge=1)
+    # trials at a time (each drives its own Ray Train run and evaluation)
+    max_concurrent: int = _f(ge=1)
+    # `avg_seq_len` (CALVIN evaluation, maximised) or `train_loss` (stage 2's last training loss, minimised)
+    objective: Literal["avg_seq_len", "train_loss"]
+    # log-uniform search ranges [low, high] of tune.lambda_pre, tune.lambda_mmu and tune.lr
+    lambda_pre: tuple[float, ...]
+    lambda_mmu: tuple[float, ...]
+    lr: tuple[float, ...]
+    # seed of Optuna's sampler
+    seed: int = _f(ge=0)
+
+    def validate(self) -> None:
+        """Each range is [low, high] with 0 < low < high (log-uniform)."""
+        for name in ("lambda_pre", "lambda_mmu", "lr"):
+            bounds = getattr(self, name)
+            if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
+                raise ValueError(f"{name}: expected [low, high] with 0 < low < high, got {list(bounds)}")
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow. `MLFLOW_TRACKING_URI` in the environment overrides `db`."""
 
@@ -381,6 +412,7 @@ class ProjectConfig:
     cluster: ClusterConfig
     slurm: SlurmConfig
     tracking: TrackingConfig
+    sweep: SweepConfig
     robot: RobotConfig
     # preset name -> dotted overrides; the one named by experiment.preset is already applied
     presets: dict[str, dict[str, Any]]

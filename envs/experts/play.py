@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +26,9 @@ from envs.sequences import initial_states
 from envs.symbolic import TASK_ORDER, next_state
 from envs.tasks import TaskOracle
 
+# the desk's articulated tasks (sliding door, drawer, LED button, light switch); collect can weight them up
+ARTICULATED = ("move_slider_left", "move_slider_right", "open_drawer", "close_drawer", "turn_on_lightbulb",
+               "turn_off_lightbulb", "turn_on_led", "turn_off_led")
 MAX_PLAN_STEPS = 400  # control steps; every expert plan ends well before (the protocol allows 360)
 SETTLE_STEPS = 4  # still steps after a plan, so a released block comes to rest before the next task
 DRAWER_REACH = 0.12  # m, a block farther from the drawer's middle (x) is not pushed into the drawer
@@ -46,9 +49,13 @@ class Attempt:
 class PlaySession:
     """Play episodes in one env, reproducible from `rng`."""
 
-    def __init__(self, env: object, rng: np.random.Generator, oracle: TaskOracle | None = None) -> None:
-        """Bind to a `PlayTableEnv` (any scene); `rng` draws the start states, spots and tasks."""
-        self.env, self.rng = env, rng
+    def __init__(self, env: object, rng: np.random.Generator, oracle: TaskOracle | None = None,
+                 task_weights: Mapping[str, float] | None = None) -> None:
+        """Bind to a `PlayTableEnv` (any scene); `rng` draws the start states, spots and tasks.
+
+        `task_weights`: relative chance of a task among the valid ones (missing tasks weigh 1); None = uniform.
+        """
+        self.env, self.rng, self.task_weights = env, rng, task_weights
         self.oracle = oracle or TaskOracle()
         self.ws = Workspace(env)
         self.steps = 0
@@ -73,8 +80,14 @@ class PlaySession:
             choices = self.valid_tasks()
             if not choices:
                 break
-            attempts.append(self._attempt(choices[self.rng.integers(len(choices))], on_step))
+            attempts.append(self._attempt(self._draw(choices), on_step))
         return attempts
+
+    def _draw(self, choices: list[str]) -> str:
+        if self.task_weights is None:
+            return choices[self.rng.integers(len(choices))]
+        weights = np.array([self.task_weights.get(t, 1.0) for t in choices])
+        return choices[self.rng.choice(len(choices), p=weights / weights.sum())]
 
     def valid_tasks(self) -> list[str]:
         """Tasks CALVIN's symbolic model allows in the current state that the experts can start here."""
