@@ -1,0 +1,78 @@
+"""The ablation workflow: which stages variants share, the tables, and the whole thing submitted with
+`ray job submit` to a real local Ray head on the smoke profile (tests/workflows/conftest.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from components.ablations import ALL_PRESETS, ablation_tables, parse_presets, plan_ablations
+from components.config import load_config
+from components.tracking import find_runs
+from tests.conftest import PROJECT_ROOT
+from tests.workflows.conftest import ABLATION_PRESETS
+
+PARAMS = PROJECT_ROOT / "params.yaml"
+
+
+def configs(*presets, **overrides):
+    return {p: load_config(PARAMS, profile="smoke", preset=p, overrides=overrides) for p in presets}
+
+
+def test_variants_share_stage_one_exactly_when_its_config_is_the_same():
+    plan = plan_ablations(configs(*ALL_PRESETS))
+    groups = {tuple(v.preset for v in group) for group in plan.pretrain_groups().values()}
+    # no_bridge_pretrain starts stage 2 from the backbone; rt2 and phi_no_mmu change the model itself
+    assert groups == {("full", "no_mmu_condition"), ("no_mmu",), ("no_prediction",), ("rt2",), ("phi_no_mmu",)}
+    assert len({v.tune_key for v in plan.variants}) == len(ALL_PRESETS)
+    assert plan_ablations(configs("full")).data_key == plan.data_key  # one dataset for every preset
+
+
+def test_a_preset_that_changes_the_evaluation_is_refused():
+    cfgs = configs("full", "no_mmu")
+    cfgs["no_mmu"] = dataclasses.replace(cfgs["no_mmu"], evaluate=dataclasses.replace(cfgs["full"].evaluate,
+                                                                                       ep_len=99))
+    with pytest.raises(ValueError, match="presets.no_mmu: changes the evaluate relative to full"):
+        plan_ablations(cfgs)
+    with pytest.raises(ValueError, match="--presets: full named twice"):
+        parse_presets("full,no_mmu,full")
+    assert parse_presets("all") == list(ALL_PRESETS)
+
+
+def test_tables_follow_the_papers_layout():
+    metrics = {"num_chains": 4, "avg_seq_len": 1.25, "chain_sr": {"1": 0.75, "2": 0.5, "3": 0.0, "4": 0.0, "5": 0.0}}
+    tables = ablation_tables({"full": metrics, "rt2": metrics, "no_mmu": metrics})
+    assert set(tables) == {"table3.md", "table1.md"}
+    assert "| UP-VLA (full) | 75.0% | 50.0% | 0.0% | 0.0% | 0.0% | 1.25 | 4 |" in tables["table3.md"]
+    assert "| w/o MMU data (no_mmu) |" in tables["table3.md"] and "rt2" not in tables["table3.md"]
+    assert "| UP-VLA-RT-2 (rt2) |" in tables["table1.md"]
+
+
+def test_submitted_ablations_share_stages_and_write_the_tables_and_mlflow_runs(ablation_job):
+    root, target = ablation_job.root, ablation_job.target
+    assert "succeeded" in ablation_job.output
+    table3 = (root / "reports" / "ablations" / "table3.md").read_text()
+    for label in ("UP-VLA (full)", "w/o MMU-conditioned prompt (no_mmu_condition)",
+                  "w/o Bridge pretraining (no_bridge_pretrain)"):
+        assert f"| {label} |" in table3 and label in ablation_job.output  # the job printed the table too
+    assert not (root / "reports" / "ablations" / "table1.md").exists()  # no baseline ran
+    out = root / "artifacts" / "ablations"
+    stages = sorted(p.name.split("-")[0] for p in out.iterdir() if p.name != "ray_results")
+    # data once, stage 1 once for full + no_mmu_condition, stage 2 and evaluation per variant
+    assert stages == ["data", "evaluate", "evaluate", "evaluate", "pretrain", "tune", "tune", "tune"]
+    [parent] = find_runs(target, "upvla-ablations", "attributes.run_name = 'ablations-all-s0'")
+    children = find_runs(target, "upvla-ablations", f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    variants = {r.data.tags["preset"]: r for r in children if r.data.tags["upvla.role"] == "variant"}
+    assert set(variants) == set(ABLATION_PRESETS)
+    for preset, run in variants.items():
+        assert run.info.run_name == f"ablation-{preset}-s0" and run.info.status == "FINISHED"
+        assert "avg_seq_len" in run.data.metrics and "tune/loss" in run.data.metrics
+        assert parent.data.metrics[f"avg_seq_len/{preset}"] == run.data.metrics["avg_seq_len"]
+    assert variants["no_mmu_condition"].data.params["tune.mmu_condition"] == "False"
+    stage_runs = sorted(r.info.run_name for r in children if r.data.tags["upvla.role"] == "stage")
+    assert stage_runs == ["ingest-shared-s0", "pretrain-full+no_mmu_condition-s0", "tokenize-shared-s0",
+                          "tokenizer-shared-s0"]
+    shared = variants["full"].data.tags["upvla.pretrain_run"]
+    assert variants["no_mmu_condition"].data.tags["upvla.pretrain_run"] == shared
+    assert "upvla.pretrain_run" not in variants["no_bridge_pretrain"].data.tags
