@@ -9,6 +9,8 @@ INSTALLED := $(VENV)/.installed
 APT_PACKAGES := libusb-1.0-0
 # A real single-node SLURM for the `slurm` tests (tests/fixtures/local_slurm.py starts it as root).
 APT_PACKAGES += munge slurmctld slurmd slurm-client
+# Headless Chromium for the `browser` test (the MLflow UI's compare view of the ablations).
+APT_PACKAGES += chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
