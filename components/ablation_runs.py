@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,11 @@ def mark_done(folder: Path, record: dict[str, Any]) -> None:
 
 
 def prepare_data(cfg: ProjectConfig, raw_dir: Path | None, folder: Path,
-                 runs: Callable[[str], MetricLogger]) -> StageInputs:
+                 runs: Callable[[str], AbstractContextManager[MetricLogger]]) -> StageInputs:
     """Run collect (unless `raw_dir` names the raw datasets), ingest, tokenizer and tokenize into `folder`.
 
-    Skipped when done there before; returns the training inputs.
+    Skipped when done there before; returns the training inputs. `runs(stage)` opens the MLflow run a
+    data stage logs into.
     """
     ingested, artifacts, tokens = folder / "ingested", folder / "artifacts", folder / "tokens"
     source = str(raw_dir) if raw_dir is not None else "collect"
