@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from components.config import load_config  # noqa: E402
+from components.config import ProjectConfig, load_config  # noqa: E402
 from components.inference import InferenceServer, LocalVLAFactory, SharedVLAFactory  # noqa: E402
 from components.policy import (  # noqa: E402
     DESCRIPTION_PROMPT,
@@ -44,6 +44,7 @@ from components.policy import (  # noqa: E402
 )
 from components.ray_runtime import ray_connection  # noqa: E402
 from components.rollout_workers import WorkerSpec, run_rollouts  # noqa: E402
+from envs.config import EnvConfig  # noqa: E402
 from envs.factory import make_env  # noqa: E402
 from envs.protocol import evaluate_chains  # noqa: E402
 from envs.sequences import get_sequences  # noqa: E402
@@ -52,9 +53,8 @@ from model.vla import VLAModel  # noqa: E402
 from model.vocab import build_text_tokenizer  # noqa: E402
 
 
-def write_checkpoint(folder: Path) -> Path:
+def write_checkpoint(cfg: ProjectConfig, folder: Path) -> Path:
     """The CPU default model (random weights) with a tokenizer of the evaluation sentences, MMU-conditioned."""
-    cfg = load_config()
     texts = [*load_eval_instructions().values(), DESCRIPTION_PROMPT]
     torch.manual_seed(0)
     model = VLAModel.build(cfg.model, text_tokenizer=build_text_tokenizer(texts, cfg.model.text_vocab_size))
@@ -63,11 +63,11 @@ def write_checkpoint(folder: Path) -> Path:
     return folder
 
 
-def time_sequential(folder: Path, chains: list, ep_len: int, threads: int) -> tuple[float, float]:
+def time_sequential(env_cfg: EnvConfig, folder: Path, chains: list, ep_len: int, threads: int) -> tuple[float, float]:
     """(steps/s, steps/s including building the env and loading the model) of CALVIN's loop."""
     torch.set_num_threads(threads)
     begin = time.perf_counter()
-    env = make_env(load_config().env)
+    env = make_env(env_cfg)
     policy = UPVLAPolicy(load_inference(folder))
     start = time.perf_counter()
     results = evaluate_chains(env, policy, [chain for _, chain in chains], ep_len=ep_len)
@@ -77,7 +77,7 @@ def time_sequential(folder: Path, chains: list, ep_len: int, threads: int) -> tu
     return steps / (end - start), steps / (end - begin)
 
 
-def time_actors(folder: Path, chains: list, ep_len: int, workers: int, envs: int, batched: bool,
+def time_actors(env_cfg: EnvConfig, folder: Path, chains: list, ep_len: int, workers: int, envs: int, batched: bool,
                 shared: bool) -> tuple[float, float]:
     """(steps/s, steps/s including actor start-up) of `workers` rollout actors."""
     import ray
@@ -90,7 +90,7 @@ def time_actors(folder: Path, chains: list, ep_len: int, workers: int, envs: int
         factory = SharedVLAFactory(server)
     else:
         factory = LocalVLAFactory(str(folder))
-    spec = WorkerSpec(load_config().env, factory, envs_per_worker=envs, ep_len=ep_len, batched=batched)
+    spec = WorkerSpec(env_cfg, factory, envs_per_worker=envs, ep_len=ep_len, batched=batched)
     try:
         stats = run_rollouts(spec, chains, num_workers=workers, cpus_per_worker=cpus,
                              reserved_cpus=cpus if shared else 0.0)
@@ -100,10 +100,10 @@ def time_actors(folder: Path, chains: list, ep_len: int, workers: int, envs: int
     return stats.steps_per_s, stats.env_steps / (time.perf_counter() - begin)
 
 
-def replan_latency(folder: Path, precision: str, repeats: int = 20) -> float:
+def replan_latency(env_cfg: EnvConfig, folder: Path, precision: str, repeats: int = 20) -> float:
     """Mean ms of one replan (B = 1, description included once) in `precision`, one torch thread."""
     engine = load_inference(folder, precision=precision)
-    env = make_env(load_config().env)
+    env = make_env(env_cfg)
     frame = env.get_obs()["rgb_obs"]["rgb_static"][None]
     env.close()
     goal = next(iter(load_eval_instructions().values()))
@@ -120,6 +120,11 @@ def configurations(workers: list[int], envs: list[int]) -> list[tuple[bool, int,
             for batched in ((True, False) if e > 1 else (True,))]
 
 
+def print_row(name: str, rate: float, rate_all: float, load: float, base: float) -> None:
+    """One line of the table, printed as soon as it is measured (a long run shows progress)."""
+    print(f"{name:<52} {rate:8.1f} {rate / base:7.2f}x {rate_all:15.1f} {load:5.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chains", type=int, default=8, help="chains per configuration (CALVIN's first N)")
@@ -127,26 +132,30 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="rollout actor counts")
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 2], help="envs per actor")
     args = parser.parse_args()
+    cfg = load_config()
     chains = list(enumerate(get_sequences(1000)[: args.chains]))
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_checkpoint(Path(tmp) / "model")
+        folder = write_checkpoint(cfg, Path(tmp) / "model")
         torch.set_num_threads(1)
-        latency = {p: replan_latency(folder, p) for p in ("fp32", "bf16", "fp32", "bf16")}  # second pass kept
+        latency = {p: replan_latency(cfg.env, folder, p) for p in ("fp32", "bf16", "fp32", "bf16")}  # second pass kept
         print(f"one replan, 1 thread: fp32 {latency['fp32']:.1f} ms, bf16 autocast {latency['bf16']:.1f} ms "
               f"({latency['fp32'] / latency['bf16']:.2f}x)")
-        rows = [(f"sequential (CALVIN's loop), {n} torch thread(s)", *time_sequential(folder, chains, args.ep_len, n))
+        print(f"\n{args.chains} chains x {args.ep_len} steps, scene D, both cameras, CPU default model "
+              "(random weights); load: the 1-minute load average when the row was measured")
+        print(f"{'configuration':<52} {'steps/s':>8} {'vs seq.':>8} {'incl. start-up':>15} {'load':>5}")
+        rows = [(f"sequential (CALVIN's loop), {n} torch thread(s)",
+                 *time_sequential(cfg.env, folder, chains, args.ep_len, n), os.getloadavg()[0])
                 for n in sorted({1, os.cpu_count() or 1})]
-        base = max(rate for _, rate, _ in rows)  # the better sequential loop is the baseline
+        base = max(rate for _, rate, _, _ in rows)  # the better sequential loop is the baseline
+        for row in rows:
+            print_row(*row, base)
         with ray_connection(os.cpu_count()):
             for shared, workers, envs, batched in configurations(args.workers, args.envs):
                 name = f"{'shared' if shared else 'local '} {workers} actor(s) x {envs} env(s)"
                 name += (", batched" if batched else ", one call per env") if envs > 1 else ""
-                rows.append((name, *time_actors(folder, chains, args.ep_len, workers, envs, batched, shared)))
-    print(f"\n{args.chains} chains x {args.ep_len} steps, scene D, both cameras, CPU default model (random weights)")
-    print(f"{'configuration':<52} {'steps/s':>8} {'vs seq.':>8} {'incl. start-up':>15}")
-    for name, rate, rate_all in rows:
-        print(f"{name:<52} {rate:8.1f} {rate / base:7.2f}x {rate_all:15.1f}")
+                rates = time_actors(cfg.env, folder, chains, args.ep_len, workers, envs, batched, shared)
+                print_row(name, *rates, os.getloadavg()[0], base)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
