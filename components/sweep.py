@@ -9,8 +9,8 @@ trial training stage 2 with the real stage function (Ray Train) from the same in
 
 Resuming: the Optuna study lives in `sweep.storage` (sqlite). A re-run loads it, marks trials a killed
 run left RUNNING as FAIL, and runs only the trials still missing to reach `sweep.num_trials`; TPE sees
-every finished trial, and its seed is offset by the trials already there, so a resumed study never
-replays the same random start-up points. A trial's stage-2 model is keyed by its config (components/
+every finished trial, and its seed is offset by the finished trials, so a resumed study does not replay
+the start-up points already evaluated (a failed trial's point may be tried again). A trial's stage-2 model is keyed by its config (components/
 ablations.tune_key), so a trial re-suggested with identical values reuses the trained model.
 
 MLflow (experiment `<prefix>-sweep`): a parent run per invocation `sweep-<study>-s<seed>`, a child per
@@ -29,7 +29,7 @@ from components.ablation_runs import AblationPaths, prepare_data, train_once
 from components.ablations import data_key, pretrain_key, tune_key
 from components.config import ProjectConfig, SweepConfig
 from components.evaluate import evaluate_checkpoint
-from components.tracking import TrackingTarget, create_run, end_run, run_name, start_run
+from components.tracking import MlflowRun, TrackingTarget, create_run, end_run, run_name, start_run
 from components.train_data import StageInputs
 
 SEARCHED = ("lambda_pre", "lambda_mmu", "lr")
@@ -59,9 +59,9 @@ class SweepSummary:
     trials_before: int
     trials_run: int
     trials_failed: int
-    # the best finished trial of the whole study: number, objective value, sampled values
-    best_number: int
-    best_value: float
+    # the best finished trial of the whole study: number, objective value, sampled values (None: none finished)
+    best_number: int | None
+    best_value: float | None
     best_params: dict[str, float]
     parent_run_id: str
 
@@ -90,6 +90,23 @@ def trial_config(cfg: ProjectConfig, values: dict[str, float]) -> ProjectConfig:
     return dataclasses.replace(cfg, tune=dataclasses.replace(cfg.tune, **{k: float(values[k]) for k in SEARCHED}))
 
 
+def evaluate_outside_trial(cfg: ProjectConfig, model: str, out_dir: Path, run: MlflowRun) -> float:
+    """CALVIN evaluation of `model` from a task outside the trial's placement group; returns avg_seq_len.
+
+    Tune places a trial's child tasks and actors in the trial's placement group, sized for the trial
+    alone; the rollout actors reserve their own CPUs (`evaluate.cpus_per_worker`) and must be scheduled
+    on the cluster like any evaluation.
+    """
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    task = ray.remote(num_cpus=0)(evaluate_checkpoint).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    summary = ray.get(task.remote(cfg.evaluate, cfg.env, model, out_dir, use_gpu=cfg.cluster.use_gpu, log=run,
+                                  progress=False))
+    return summary.calvin.avg_seq_len
+
+
 def run_trial(values: dict[str, Any], job: TrialJob) -> None:
     """The Tune trainable: train stage 2 with `values`, evaluate if the objective needs it, report once."""
     from ray import tune
@@ -104,9 +121,8 @@ def run_trial(values: dict[str, Any], job: TrialJob) -> None:
         trained = train_once("tune", cfg, job.inputs, job.paths.stage("tune", key), job.paths.storage, run)
         result = {"train_loss": float(trained["final"]["loss"])}
         if job.cfg.sweep.objective == "avg_seq_len":
-            summary = evaluate_checkpoint(cfg.evaluate, cfg.env, trained["model_dir"], job.paths.stage("evaluate", key),
-                                          use_gpu=cfg.cluster.use_gpu, log=run, progress=False)
-            result["avg_seq_len"] = summary.calvin.avg_seq_len
+            result["avg_seq_len"] = evaluate_outside_trial(cfg, trained["model_dir"], job.paths.stage("evaluate", key),
+                                                           run)
         run.log_metrics({"objective": result[job.cfg.sweep.objective]})
     except BaseException:
         end_run(run, "FAILED")
@@ -163,8 +179,9 @@ def run_sweep(cfg: ProjectConfig, inputs: StageInputs, paths: AblationPaths, *, 
                 run_config=tune.RunConfig(name=f"sweep-{sweep.study}", storage_path=str(paths.storage.resolve())))
             failed = sum(result.error is not None for result in tuner.fit())
         summary = _summarize(url, sweep, before, todo, failed if todo else 0, parent.run_id)
-        parent.log_metrics({"best_objective": summary.best_value})
-        parent.log_params({f"best.{k}": v for k, v in summary.best_params.items()})
+        if summary.best_value is not None:
+            parent.log_metrics({"best_objective": summary.best_value})
+            parent.log_params({f"best.{k}": v for k, v in summary.best_params.items()})
     return summary
 
 
@@ -172,6 +189,8 @@ def _summarize(url: str, sweep: SweepConfig, before: int, ran: int, failed: int,
     import optuna
 
     study = optuna.load_study(study_name=sweep.study, storage=url)
-    best = study.best_trial  # raises ValueError when no trial finished: the sweep failed
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return SweepSummary(sweep.study, url, before, ran, failed, None, None, {}, parent_run_id)
+    best = study.best_trial
     return SweepSummary(sweep.study, url, before, ran, failed, best.number, float(best.value), dict(best.params),
                         parent_run_id)

@@ -15,13 +15,18 @@ land there, not in Ray's temporary copy. Exits 1 if a variant failed (the others
 from __future__ import annotations
 
 import os
+import sys
+
+# run as a script (`python workflows/ablations.py`, e.g. in Ray's uploaded copy): import from the checkout, and
+# not from workflows/, whose tokenize.py would shadow the standard library's
+if not __package__:
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # before ray is imported: a local Ray bound to 127.0.0.1, no hub downloads (stack-notes §2, §9)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from components.ablation_runs import AblationPaths, run_ablations  # noqa: E402

@@ -14,6 +14,12 @@ Exits 1 if a trial failed.
 from __future__ import annotations
 
 import os
+import sys
+
+# run as a script (`python workflows/sweep.py`, e.g. in Ray's uploaded copy): import from the checkout, and
+# not from workflows/, whose tokenize.py would shadow the standard library's
+if not __package__:
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # before ray is imported: a local Ray bound to 127.0.0.1, no hub downloads (stack-notes §2, §9)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
