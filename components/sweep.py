@@ -10,8 +10,9 @@ trial training stage 2 with the real stage function (Ray Train) from the same in
 Resuming: the Optuna study lives in `sweep.storage` (sqlite). A re-run loads it, marks trials a killed
 run left RUNNING as FAIL, and runs only the trials still missing to reach `sweep.num_trials`; TPE sees
 every finished trial, and its seed is offset by the finished trials, so a resumed study does not replay
-the start-up points already evaluated (a failed trial's point may be tried again). A trial's stage-2 model is keyed by its config (components/
-ablations.tune_key), so a trial re-suggested with identical values reuses the trained model.
+the start-up points already evaluated (a failed trial's point may be tried again). A trial's stage-2
+model is keyed by its config (components/ablations.tune_key), so a trial re-suggested with identical
+values reuses the trained model.
 
 MLflow (experiment `<prefix>-sweep`): a parent run per invocation `sweep-<study>-s<seed>`, a child per
 trial `trial-<Tune trial id>-s<seed>` with the sampled values as params and the losses, evaluation metrics and
