@@ -16,7 +16,7 @@ from envs.annotations import SentenceLookup, load_evaluation_sentences, load_tra
 from envs.base import Policy
 from envs.experts import ExpertPolicy, make_plan
 from envs.experts.evaluate import evaluate_experts, run_task_trials, trial_starts
-from envs.experts.play import PlaySession
+from envs.experts.play import ARTICULATED, PlaySession
 from envs.experts.states import read_symbolic_state, reset_to_state
 from envs.experts.workspace import Workspace
 from envs.playtable import PlayTableEnv
@@ -101,6 +101,13 @@ def test_play_episode_chains_valid_tasks_in_a_training_scene():
     assert len(attempts) == 4 and sum(a.success for a in attempts) >= 3
     assert steps[0] is None and len(steps) == attempts[-1].last_step + 1
     assert all(b.first_step == a.last_step + 1 for a, b in zip(attempts, attempts[1:], strict=False))
+
+
+def test_play_task_weights_favour_the_weighted_tasks():
+    with PlayTableEnv("C", cameras=False) as environment:
+        weights = dict.fromkeys(ARTICULATED, 1e9)  # any valid articulated task beats every block task
+        attempts = PlaySession(environment, np.random.default_rng(5), task_weights=weights).run(3, lambda o, a: None)
+    assert [a.task in ARTICULATED for a in attempts] == [True] * 3
 
 
 def test_trials_start_where_the_task_appears_in_calvins_chains():
