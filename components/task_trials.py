@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envs.base import Policy, SimEnv
-from envs.experts.evaluate import reach_trial_starts, run_subtask
+from envs.experts.evaluate import reach_trial_starts, run_subtask, trial_starts
 from envs.protocol import EP_LEN
 from envs.tasks import TaskOracle, load_eval_instructions
 
+# (initial symbolic state, chain, position of the task in it): a trial start of envs/experts/evaluate.py
+TrialStart = tuple[dict, tuple[str, ...], int]
 # CALVIN's articulated-object tasks (drawer, slider, LED button, lightbulb switch)
 ARTICULATED = ("open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led", "turn_off_led",
                "turn_on_lightbulb", "turn_off_lightbulb")
@@ -48,19 +50,23 @@ class TaskTrials:
 
 
 def run_task_trials(env: SimEnv, policy: Policy, task: str, *, trials: int, ep_len: int = EP_LEN,
-                    oracle: TaskOracle | None = None, instruction: str | None = None) -> TaskTrials:
-    """Run up to `trials` attempts of `task` by `policy` in `env` (a PlayTableEnv; see the module docstring)."""
+                    oracle: TaskOracle | None = None, instruction: str | None = None,
+                    starts: Sequence[TrialStart] | None = None) -> TaskTrials:
+    """Run up to `trials` attempts of `task` by `policy` in `env` (a PlayTableEnv; see the module docstring).
+
+    `starts`: `trial_starts(task, 2 * trials)` when already computed (workers get them from the driver).
+    """
     oracle = oracle or TaskOracle()
     sentence = instruction or load_eval_instructions()[task]
     outcomes, skipped = [], 0
-    for failed_before in reach_trial_starts(env, oracle, task, trials):
+    for failed_before in reach_trial_starts(env, oracle, task, trials, starts):
         outcomes.append(run_subtask(env, policy, oracle, task, sentence, ep_len))
         skipped = failed_before
     return TaskTrials(task, sum(ok for ok, _ in outcomes), len(outcomes), skipped,
                       tuple(steps for _, steps in outcomes))
 
 
-def _trials_of_tasks(checkpoint: str, tasks: Sequence[str], trials: int, scene: str, ep_len: int,
+def _trials_of_tasks(checkpoint: str, starts: dict[str, list[TrialStart]], trials: int, scene: str, ep_len: int,
                      threads: int) -> list[TaskTrials]:
     """One worker: its own env and policy, the given tasks one after another."""
     import torch
@@ -71,7 +77,8 @@ def _trials_of_tasks(checkpoint: str, tasks: Sequence[str], trials: int, scene: 
     torch.set_num_threads(threads)
     policy, oracle = load_policy(checkpoint), TaskOracle()
     with PlayTableEnv(scene, cameras=True) as env:
-        return [run_task_trials(env, policy, task, trials=trials, ep_len=ep_len, oracle=oracle) for task in tasks]
+        return [run_task_trials(env, policy, task, trials=trials, ep_len=ep_len, oracle=oracle, starts=task_starts)
+                for task, task_starts in starts.items()]
 
 
 def evaluate_tasks(checkpoint: str | Path, tasks: Sequence[str], *, trials: int, scene: str = "D",
@@ -86,7 +93,9 @@ def evaluate_tasks(checkpoint: str | Path, tasks: Sequence[str], *, trials: int,
         raise ValueError(f"workers: at least 1, got {workers}")
     remote = ray.remote(num_cpus=1)(_trials_of_tasks)
     folder = str(Path(checkpoint).resolve())
-    shares = [list(tasks[i::workers]) for i in range(workers) if tasks[i::workers]]
+    # the starts come from CALVIN's chains, generated once here rather than in every worker
+    shares = [{task: trial_starts(task, 2 * trials) for task in tasks[i::workers]} for i in range(workers)
+              if tasks[i::workers]]
     results = [r for ref in [remote.remote(folder, share, trials, scene, ep_len, 1) for share in shares]
                for r in ray.get(ref)]
     by_task = {r.task: r for r in results}

@@ -75,14 +75,16 @@ def _extra_chains() -> list:
     return [(state, tasks) for state, tasks in get_sequences(2000) if (str(state), tasks) not in known]
 
 
-def reach_trial_starts(env: object, oracle: TaskOracle, task: str, count: int) -> Iterator[int]:
+def reach_trial_starts(env: object, oracle: TaskOracle, task: str, count: int,
+                       starts: Sequence[tuple[dict, tuple[str, ...], int]] | None = None) -> Iterator[int]:
     """Put `env` at the start of each trial of `task` in turn (see the module docstring).
 
     Yields, once the env is there, how many prefixes failed before this trial; stops after `count` trials
-    or when the occurrences (2 * count) run out. Any policy can then attempt the task from the env's state.
+    or when the occurrences run out. Any policy can then attempt the task from the env's state.
+    `starts` = `trial_starts(task, 2 * count)`, computed here when not given (seconds: CALVIN's chains).
     """
     yielded = skipped = 0
-    for state, tasks, position in trial_starts(task, 2 * count):
+    for state, tasks, position in trial_starts(task, 2 * count) if starts is None else starts:
         if yielded == count:
             return
         env.reset(*initial_condition_to_obs(state))
