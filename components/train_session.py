@@ -102,9 +102,14 @@ class LocalSession:
         self.reports.append(dict(metrics))
         if checkpoint is None:
             return
+        # Copied under a temporary name, then renamed: copytree's file order is arbitrary, so a kill during a
+        # copy into the final name could leave state.json beside a truncated optimizer file.
         target = self.root / checkpoint_name(step)
+        partial = self.root / f".{target.name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(checkpoint, partial)
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(checkpoint, target)
+        partial.replace(target)
         for old in self.complete_checkpoints()[:-self.keep]:
             shutil.rmtree(old)
 

@@ -86,3 +86,22 @@ def test_resume_after_a_kill_ends_with_the_parameters_of_an_uninterrupted_run(pi
         a, b = load_file(str(tmp_path / "straight" / final / name)), load_file(str(folder / final / name))
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_checkpoint_appears_under_its_name_only_once_fully_copied(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "state.json").write_text("{}")
+    (scratch / "optimizer.safetensors").write_bytes(b"x" * 1000)
+    session = LocalSession(tmp_path / "run", keep=2)
+    (tmp_path / "run").mkdir()
+    leftover = tmp_path / "run" / ".checkpoint_00000001.partial"  # what a kill during a copy leaves
+    leftover.mkdir()
+    (leftover / "state.json").write_text("{}")
+    assert session.complete_checkpoints() == []
+
+    session.report({}, scratch, step=1)
+    session.report({}, scratch, step=2)
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == ["checkpoint_00000001", "checkpoint_00000002"]
+    assert (tmp_path / "run" / "checkpoint_00000002" / "optimizer.safetensors").stat().st_size == 1000
