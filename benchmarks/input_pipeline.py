@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from components.collate import RobotCollator
@@ -36,7 +38,8 @@ class OnTheFly:
 
     def __init__(self, ds: RobotDataset, ingested: Path, tok: VQTokenizer) -> None:
         frames = read_table(ingested / "frames", columns=["dataset", "split", "episode", "step", "rgb_static"])
-        frames = frames.filter(frames.column("split").to_numpy(zero_copy_only=False) == "training")
+        frames = frames.filter(pc.and_(pc.equal(frames.column("split"), "training"),
+                                       pc.is_in(frames.column("dataset"), pa.array(list(ds.sources)))))
         keys = frame_keys(frames, ds.sources)
         images = frames.column("rgb_static").to_pylist()
         self.image_of = {int(k): images[i] for i, k in enumerate(keys)}

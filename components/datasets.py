@@ -61,7 +61,11 @@ def frame_keys(table: pa.Table, datasets: Sequence[str], step: str = "step") -> 
 
     Steps and episodes below 2**24 (16.7 M) fit; CALVIN's longest play sessions are far shorter.
     """
-    code = pc.index_in(table.column("dataset"), pa.array(list(datasets))).to_numpy(zero_copy_only=False)
+    index = pc.index_in(table.column("dataset"), pa.array(list(datasets)))
+    if index.null_count:
+        other = sorted(set(table.column("dataset").filter(pc.is_null(index)).to_pylist()))
+        raise ValueError(f"frame_keys: rows of datasets {other} not among {list(datasets)}")
+    code = index.to_numpy(zero_copy_only=False)
     episode = table.column("episode").to_numpy().astype(np.int64)
     return (code.astype(np.int64) << 48) | (episode << 24) | table.column(step).to_numpy().astype(np.int64)
 

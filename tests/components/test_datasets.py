@@ -7,12 +7,13 @@ import dataclasses
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
 from components.collate import RobotCollator
 from components.conversation import prompt_text
-from components.datasets import MMUDataset, RobotDataset, RobotSpec, mmu_text_budget
+from components.datasets import MMUDataset, RobotDataset, RobotSpec, frame_keys, mmu_text_budget
 from components.sampling import MixingSampler, make_train_batches
 from components.tables import decode_image, read_table
 from model.batches import IGNORE
@@ -220,3 +221,11 @@ def test_images_are_read_lazily_and_the_same_in_loader_workers(pipeline_data, to
     for a, b in zip(islice(serial, 3), islice(forked, 3), strict=True):
         assert torch.equal(a.robot.scene_pixels, b.robot.scene_pixels)
         assert torch.equal(a.mmu.pixel_values, b.mmu.pixel_values)
+
+
+def test_frame_keys_order_by_dataset_episode_step_and_refuse_unlisted_datasets():
+    table = pa.table({"dataset": ["bridge", "calvin", "calvin"], "episode": [0, 3, 2], "step": [5, 1, 9]})
+    keys = frame_keys(table, ["calvin", "bridge"])
+    assert np.argsort(keys).tolist() == [2, 1, 0]
+    with pytest.raises(ValueError, match=r"\['bridge'\] not among \['calvin'\]"):
+        frame_keys(table, ["calvin"])
