@@ -12,6 +12,9 @@ APT_PACKAGES += munge slurmctld slurmd slurm-client
 # Headless Chromium for the `browser` test (the MLflow UI's compare view of the ablations).
 APT_PACKAGES += chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The stages' `python -m ...` commands (dvc.yaml) must find the virtual environment's interpreter.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
