@@ -16,11 +16,10 @@ figures.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from envs.base import Policy, SimEnv
-from envs.experts.evaluate import reach_trial_starts, run_subtask, trial_starts
+from envs.experts.evaluate import TaskTrials, run_policy_trials, trial_starts
 from envs.protocol import EP_LEN
 from envs.tasks import TaskOracle, load_eval_instructions
 
@@ -31,24 +30,6 @@ ARTICULATED = ("open_drawer", "close_drawer", "move_slider_left", "move_slider_r
                "turn_on_lightbulb", "turn_off_lightbulb")
 
 
-@dataclass(frozen=True)
-class TaskTrials:
-    """One task's trials: successes, and per trial the steps taken (ep_len when failed)."""
-
-    task: str
-    successes: int
-    # trials run (fewer than asked only when CALVIN's chains ran out of starts with a working prefix)
-    trials: int
-    # starts whose expert-played prefix failed (replaced by the next start, not counted as trials)
-    skipped: int
-    steps: tuple[int, ...]
-
-    @property
-    def rate(self) -> float:
-        """Success rate in [0, 1] over the trials run."""
-        return self.successes / self.trials if self.trials else 0.0
-
-
 def run_task_trials(env: SimEnv, policy: Policy, task: str, *, trials: int, ep_len: int = EP_LEN,
                     oracle: TaskOracle | None = None, instruction: str | None = None,
                     starts: Sequence[TrialStart] | None = None) -> TaskTrials:
@@ -56,14 +37,8 @@ def run_task_trials(env: SimEnv, policy: Policy, task: str, *, trials: int, ep_l
 
     `starts`: `trial_starts(task, 2 * trials)` when already computed (workers get them from the driver).
     """
-    oracle = oracle or TaskOracle()
-    sentence = instruction or load_eval_instructions()[task]
-    outcomes, skipped = [], 0
-    for failed_before in reach_trial_starts(env, oracle, task, trials, starts):
-        outcomes.append(run_subtask(env, policy, oracle, task, sentence, ep_len))
-        skipped = failed_before
-    return TaskTrials(task, sum(ok for ok, _ in outcomes), len(outcomes), skipped,
-                      tuple(steps for _, steps in outcomes))
+    return run_policy_trials(env, policy, task, trials, oracle=oracle or TaskOracle(),
+                             instruction=instruction or load_eval_instructions()[task], ep_len=ep_len, starts=starts)
 
 
 def _trials_of_tasks(checkpoint: str, starts: dict[str, list[TrialStart]], trials: int, scene: str, ep_len: int,

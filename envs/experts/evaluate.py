@@ -34,18 +34,25 @@ from envs.tasks import TaskOracle, load_eval_instructions
 
 @dataclass(frozen=True)
 class TaskTrials:
-    """Outcome of a task's trials: successes among those run, and prefixes that failed (not counted)."""
+    """One task's trials: successes among those run, and per trial the steps taken (ep_len when failed)."""
 
     task: str
     successes: int
+    # trials run (fewer than asked only when CALVIN's chains ran out of starts with a working prefix)
     trials: int
+    # starts whose expert-played prefix failed (replaced by the next start, not counted as trials)
     skipped: int
-    mean_steps: float
+    steps: tuple[int, ...]
 
     @property
     def rate(self) -> float:
-        """Success rate over the trials run."""
+        """Success rate in [0, 1] over the trials run."""
         return self.successes / self.trials if self.trials else 0.0
+
+    @property
+    def mean_steps(self) -> float:
+        """Mean steps per trial run."""
+        return float(np.mean(self.steps)) if self.steps else 0.0
 
 
 def trial_starts(task: str, count: int) -> list[tuple[dict, tuple[str, ...], int]]:
@@ -95,17 +102,22 @@ def reach_trial_starts(env: object, oracle: TaskOracle, task: str, count: int,
             skipped += 1
 
 
-def run_task_trials(task: str, count: int, scene: str = "D") -> TaskTrials:
-    """Run `count` trials of `task` (see the module docstring); extra occurrences replace failed prefixes."""
-    oracle, instruction = TaskOracle(), load_eval_instructions()[task]
+def run_policy_trials(env: object, policy: object, task: str, count: int, *, oracle: TaskOracle, instruction: str,
+                      ep_len: int = EP_LEN, starts: Sequence[tuple[dict, tuple[str, ...], int]] | None = None,
+                      ) -> TaskTrials:
+    """Up to `count` trials of `task` by `policy` in `env`, from the trial starts of the module docstring."""
     outcomes, skipped = [], 0
+    for failed_before in reach_trial_starts(env, oracle, task, count, starts):
+        outcomes.append(run_subtask(env, policy, oracle, task, instruction, ep_len))
+        skipped = failed_before
+    return TaskTrials(task, sum(ok for ok, _ in outcomes), len(outcomes), skipped, tuple(n for _, n in outcomes))
+
+
+def run_task_trials(task: str, count: int, scene: str = "D") -> TaskTrials:
+    """The expert's `count` trials of `task` (state only); extra occurrences replace failed prefixes."""
     with PlayTableEnv(scene, cameras=False) as env:
-        policy = ExpertPolicy(env)
-        for failed_before in reach_trial_starts(env, oracle, task, count):
-            outcomes.append(run_subtask(env, policy, oracle, task, instruction))
-            skipped = failed_before
-    successes = [steps for success, steps in outcomes if success]
-    return TaskTrials(task, len(successes), len(outcomes), skipped, float(np.mean([s for _, s in outcomes])))
+        return run_policy_trials(env, ExpertPolicy(env), task, count, oracle=TaskOracle(),
+                                 instruction=load_eval_instructions()[task])
 
 
 def run_subtask(env: object, policy: object, oracle: TaskOracle, task: str, instruction: str,
@@ -148,7 +160,7 @@ def evaluate_experts(tasks: Sequence[str], trials: int, chains: int, workers: in
         per_task = list(pool.map(run_task_trials, tasks, [trials] * len(tasks)))
         shards = [pool.submit(run_protocol, n, "D", first) for first, n in _shards(chains, workers)] if chains else []
         results = [r for shard in shards for r in shard.result()]
-    report = {"tasks": {t.task: {**asdict(t), "rate": t.rate} for t in per_task}}
+    report = {"tasks": {t.task: {**asdict(t), "rate": t.rate, "mean_steps": t.mean_steps} for t in per_task}}
     if results:
         summary = summarize(results)
         report["protocol"] = {**summary.to_calvin(), "num_chains": summary.num_chains}
