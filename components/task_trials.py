@@ -10,7 +10,7 @@ directly with the experts'. Starts are deterministic, so any split of tasks over
 figures.
 
     trials = run_task_trials(env, policy, "open_drawer", trials=20)            # one env, one policy
-    results = evaluate_tasks("artifacts/tune/model", ARTICULATED, trials=20, scene="D", workers=2)  # Ray tasks
+    results = evaluate_tasks("artifacts/tune/model", ARTICULATED, trials=20, scene="D", workers=2)  # Ray actors
 """
 
 from __future__ import annotations
@@ -41,37 +41,47 @@ def run_task_trials(env: SimEnv, policy: Policy, task: str, *, trials: int, ep_l
                              instruction=instruction or load_eval_instructions()[task], ep_len=ep_len, starts=starts)
 
 
-def _trials_of_tasks(checkpoint: str, starts: dict[str, list[TrialStart]], trials: int, scene: str, ep_len: int,
-                     threads: int) -> list[TaskTrials]:
-    """One worker: its own env and policy, the given tasks one after another."""
-    import torch
+class _TrialWorker:
+    """A Ray actor: its own env and policy, one task's trials per call."""
 
-    from components.policy import load_policy
-    from envs.playtable import PlayTableEnv
+    def __init__(self, checkpoint: str, scene: str, ep_len: int, threads: int) -> None:
+        import torch
 
-    torch.set_num_threads(threads)
-    policy, oracle = load_policy(checkpoint), TaskOracle()
-    with PlayTableEnv(scene, cameras=True) as env:
-        return [run_task_trials(env, policy, task, trials=trials, ep_len=ep_len, oracle=oracle, starts=task_starts)
-                for task, task_starts in starts.items()]
+        from components.policy import load_policy
+        from envs.playtable import PlayTableEnv
+
+        torch.set_num_threads(threads)
+        self.policy, self.oracle, self.ep_len = load_policy(checkpoint), TaskOracle(), ep_len
+        self.env = PlayTableEnv(scene, cameras=True)
+
+    def run(self, task: str, trials: int, starts: list[TrialStart]) -> TaskTrials:
+        return run_task_trials(self.env, self.policy, task, trials=trials, ep_len=self.ep_len, oracle=self.oracle,
+                               starts=starts)
 
 
 def evaluate_tasks(checkpoint: str | Path, tasks: Sequence[str], *, trials: int, scene: str = "D",
-                   ep_len: int = EP_LEN, workers: int = 2) -> dict[str, TaskTrials]:
-    """Single-task trials of every task in `tasks` of a checkpoint folder, on `workers` Ray tasks (1 CPU each).
+                   ep_len: int = EP_LEN, workers: int = 2, progress: bool = False) -> dict[str, TaskTrials]:
+    """Single-task trials of every task in `tasks` of a checkpoint folder, on `workers` Ray actors (1 CPU each).
 
-    Ray must be up (`components.ray_runtime.ray_connection`). Returns task -> its trials, in `tasks` order.
+    Ray must be up (`components.ray_runtime.ray_connection`). Returns task -> its trials, in `tasks` order;
+    `progress` shows a bar over tasks and prints each task's figure as it finishes.
     """
     import ray
+    from ray.util import ActorPool
+    from tqdm import tqdm
 
     if workers < 1:
         raise ValueError(f"workers: at least 1, got {workers}")
-    remote = ray.remote(num_cpus=1)(_trials_of_tasks)
+    actor = ray.remote(num_cpus=1)(_TrialWorker)
     folder = str(Path(checkpoint).resolve())
+    pool = ActorPool([actor.remote(folder, scene, ep_len, 1) for _ in range(min(workers, len(tasks)))])
     # the starts come from CALVIN's chains, generated once here rather than in every worker
-    shares = [{task: trial_starts(task, 2 * trials) for task in tasks[i::workers]} for i in range(workers)
-              if tasks[i::workers]]
-    results = [r for ref in [remote.remote(folder, share, trials, scene, ep_len, 1) for share in shares]
-               for r in ray.get(ref)]
-    by_task = {r.task: r for r in results}
+    jobs = [(task, trial_starts(task, 2 * trials)) for task in tasks]
+    by_task: dict[str, TaskTrials] = {}
+    with tqdm(total=len(tasks), desc="task trials", unit="task", disable=not progress) as bar:
+        for r in pool.map_unordered(lambda a, job: a.run.remote(job[0], trials, job[1]), jobs):
+            by_task[r.task] = r
+            bar.update()
+            if progress:
+                bar.write(f"{r.task:28s} {r.successes:3d} / {r.trials}  {100 * r.rate:5.1f}%")
     return {task: by_task[task] for task in tasks}

@@ -34,13 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=20, help="trials per task (the paper: 20)")
     parser.add_argument("--scene", default="D", help="PlayTable scene")
     parser.add_argument("--ep-len", type=int, default=360, help="steps per trial (CALVIN: 360)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel Ray tasks, one env + policy each")
+    parser.add_argument("--workers", type=int, default=2, help="parallel Ray actors, one env + policy each")
     parser.add_argument("--metrics", default="metrics/task_trials.json")
     args = parser.parse_args(argv)
     tasks = {"articulated": ARTICULATED, "all": TASK_ORDER}.get(args.tasks) or tuple(args.tasks.split(","))
     with ray_connection(args.workers):
         results = evaluate_tasks(args.checkpoint, tasks, trials=args.trials, scene=args.scene,
-                                 ep_len=args.ep_len, workers=args.workers)
+                                 ep_len=args.ep_len, workers=args.workers, progress=True)
     rates = {task: r.rate for task, r in results.items()}
     for task, r in results.items():
         print(f"{task:28s} {r.successes:3d} / {r.trials}  {100 * r.rate:5.1f}%  (failed expert prefixes: {r.skipped})")

@@ -35,7 +35,7 @@ def test_default_params_load_and_are_frozen():
     cfg = load_config(PARAMS)
     assert cfg.experiment.preset == "full"
     assert cfg.tune.init_from == "pretrain" and cfg.pretrain.init_from == "backbone"
-    assert cfg.collect.train_scenes == ("A", "B", "C") and cfg.collect.val_scenes == ("D",)
+    assert cfg.collect.train_scenes == ("D",) and cfg.collect.val_scenes == ("D",)  # CALVIN's D -> D
     with pytest.raises(AttributeError):
         cfg.tune.lr = 1.0  # type: ignore[misc]
 
@@ -52,6 +52,7 @@ def test_paper_profile_has_the_paper_settings():
     assert (cfg.tune.lambda_mmu, cfg.tune.lambda_pre, cfg.tune.lambda_act) == (0.1, 1.0, 1.0)
     assert cfg.pretrain.lambda_act == 0.0 and cfg.pretrain.steps == 20000
     assert cfg.evaluate.num_sequences == 1000 and cfg.cluster.use_gpu
+    assert cfg.collect.train_scenes == ("A", "B", "C")  # the paper's ABC -> D
 
 
 @pytest.mark.parametrize("profile", [None, "paper"])

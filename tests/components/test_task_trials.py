@@ -68,7 +68,7 @@ def test_trials_start_from_the_same_states_whatever_the_policy(env):
     assert all(s[1] > 0.1 for s in first)  # close_drawer starts with the drawer open (scene_obs[1]: drawer, m)
 
 
-def test_a_checkpoint_is_tried_on_ray_tasks_and_results_keep_task_order(ray_session, tmp_path):
+def test_a_checkpoint_is_tried_on_ray_actors_and_results_keep_task_order(ray_session, tmp_path):
     checkpoint = write_tiny_checkpoint(tmp_path / "model", mmu_condition=False)
     tasks = ("turn_off_led", "open_drawer", "move_slider_left")
     results = evaluate_tasks(checkpoint, tasks, trials=1, ep_len=12, workers=2)
