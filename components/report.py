@@ -144,10 +144,18 @@ def calvin_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def task_table(task_success: Mapping[str, float]) -> str:
-    """Markdown table of per-task success rates (the tasks attempted)."""
-    lines = ["| task | success |", "|---|---|"]
-    lines += [f"| {task} | {100 * rate:.1f}% |" for task, rate in task_success.items()]
+def task_table(task_success: Mapping[str, float], task_info: Mapping[str, Mapping[str, int]] | None = None) -> str:
+    """Markdown table of per-task success rates (the tasks attempted).
+
+    With CALVIN's `task_info`, a `successes / attempts` column too: a rate alone hides that 100% can be 1 of 1.
+    """
+    if task_info is None:
+        lines = ["| task | success |", "|---|---|"]
+        lines += [f"| {task} | {100 * rate:.1f}% |" for task, rate in task_success.items()]
+    else:
+        lines = ["| task | success | successes / attempts |", "|---|---|---|"]
+        lines += [f"| {task} | {100 * rate:.1f}% | {task_info[task]['success']} / {task_info[task]['total']} |"
+                  for task, rate in task_success.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -160,11 +168,12 @@ def loss_table(final: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def results_markdown(summary: ReportSummary, frames: Sequence[Path]) -> str:
-    """results.md: the tables, then the figures by relative path."""
+def results_markdown(summary: ReportSummary, frames: Sequence[Path],
+                     task_info: Mapping[str, Mapping[str, int]] | None = None) -> str:
+    """results.md: the tables, then the figures by relative path; `task_info`: CALVIN's per-task counts."""
     label = f"UP-VLA ({summary.preset}, seed {summary.seed})"
     parts = ["# UP-VLA results\n", "## CALVIN long-horizon evaluation\n", calvin_table({label: asdict(summary)}),
-             "## Per-task success\n", task_table(summary.task_success),
+             "## Per-task success\n", task_table(summary.task_success, task_info),
              "## Final training losses\n", loss_table(summary.final_losses),
              "![per-task success](task_success.png)\n", "![losses](loss_curves.png)\n"]
     parts += [f"![{path.stem}](frames/{path.name})\n" for path in frames]
@@ -194,7 +203,7 @@ def write_report(eval_dir: Path, metrics_dir: Path, out_dir: Path, plots_dir: Pa
     frames = [p for run in runs.values() for p in copy_frame_grids(target, run.info.run_id, out_dir / "frames")]
     summary = ReportSummary(preset, seed, metrics["num_chains"], metrics["avg_seq_len"], metrics["chain_sr"],
                             metrics["task_success"], final, str(out_dir))
-    (out_dir / "results.md").write_text(results_markdown(summary, frames))
+    (out_dir / "results.md").write_text(results_markdown(summary, frames, calvin["task_info"]))
     (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     log.log_metrics({"avg_seq_len": summary.avg_seq_len})
     log.log_artifact(out_dir)

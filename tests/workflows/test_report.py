@@ -67,6 +67,10 @@ def test_report_writes_tables_plots_frames_and_logs_them(project, monkeypatch, c
     text = (out / "results.md").read_text()
     assert "| UP-VLA (full, seed 0) | 0.0% | 0.0% | 0.0% | 0.0% | 0.0% | 0.00 | 2 |" in text
     assert "| tune |" in text and "(frames/tune_step_000004.png)" in text
+    # per-task rows carry their counts: each of the 2 chains failed its first subtask (4 steps)
+    task_rows = [line.split("|") for line in text.splitlines() if line.endswith(" / 1 |") or line.endswith(" / 2 |")]
+    assert sum(int(row[3].split("/")[1]) for row in task_rows) == 2
+    assert all(row[2].strip() == "0.0%" for row in task_rows)
     with (root / "reports" / "plots" / "loss_tune.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == list(range(1, STEPS + 1))
