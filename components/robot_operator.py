@@ -117,11 +117,13 @@ def attach_console(folder: Path, *, stdin=sys.stdin, stdout=sys.stdout, poll_s: 
     def follow() -> None:
         channel.log_path.touch()
         with channel.log_path.open() as log:
-            while not stop.is_set():
+            while True:
                 text = log.read()
                 if text:
                     stdout.write(text)
                     stdout.flush()
+                elif stop.is_set():  # drained: all the log held when the operator's input ended is shown
+                    return
                 else:
                     time.sleep(poll_s)
 
@@ -133,4 +135,4 @@ def attach_console(folder: Path, *, stdin=sys.stdin, stdout=sys.stdout, poll_s: 
                 fifo.write(line if line.endswith("\n") else line + "\n")
     finally:
         stop.set()
-        thread.join(timeout=2 * poll_s + 1)
+        thread.join(timeout=2 * poll_s + 5)

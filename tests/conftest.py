@@ -8,6 +8,8 @@ use `require(condition, reason)` instead of `pytest.skip`.
 from __future__ import annotations
 
 import os
+import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,22 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI must provide this: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_left_as_found(request):
+    """Put back the SIGINT handler a test found, warning with the test's name if it changed.
+
+    Libraries (Ray Train's fit, Ray Tune, mlflow's server) install SIGINT handlers; one left behind swallows
+    Ctrl-C for every later test (the robot's stop-on-Ctrl-C test among them). CI's warnings summary names
+    the test that leaked one.
+    """
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        warnings.warn(f"{request.node.nodeid} left SIGINT handler {after!r} (restored {before!r})", stacklevel=1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
