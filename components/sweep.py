@@ -31,6 +31,7 @@ from components.ablations import data_key, pretrain_key, tune_key
 from components.config import ProjectConfig, SweepConfig
 from components.evaluate import evaluate_checkpoint
 from components.tracking import MlflowRun, TrackingTarget, create_run, end_run, run_name, start_run
+from components.train import fit_restoring_sigint
 from components.train_data import StageInputs
 
 SEARCHED = ("lambda_pre", "lambda_mmu", "lr")
@@ -178,7 +179,7 @@ def run_sweep(cfg: ProjectConfig, inputs: StageInputs, paths: AblationPaths, *, 
                 tune_config=tune.TuneConfig(search_alg=searcher, num_samples=todo,
                                             max_concurrent_trials=sweep.max_concurrent),
                 run_config=tune.RunConfig(name=f"sweep-{sweep.study}", storage_path=str(paths.storage.resolve())))
-            failed = sum(result.error is not None for result in tuner.fit())
+            failed = sum(result.error is not None for result in fit_restoring_sigint(tuner))  # Tune leaves its handler
         summary = _summarize(url, sweep, before, todo, failed if todo else 0, parent.run_id)
         if summary.best_value is not None:
             parent.log_metrics({"best_objective": summary.best_value})

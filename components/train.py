@@ -105,9 +105,9 @@ def run_ray_training(job: TrainJob, *, storage: Path, name: str, use_gpu: bool) 
 
 
 def fit_restoring_sigint(trainer: Any) -> Any:
-    """`trainer.fit()`, then the SIGINT handler the caller had.
+    """`trainer.fit()` (a Ray Train trainer or a Ray Tune `Tuner`), then the SIGINT handler the caller had.
 
-    Ray Train installs a handler (Ctrl-C aborts the run gracefully) and leaves it installed after `fit`
+    Ray Train (and Ray Tune) installs a handler (Ctrl-C aborts the run gracefully) and leaves it installed after `fit`
     returns, so later Ctrl-Cs in the same process (a notebook, the robot's stop-on-Ctrl-C, a test session)
     would be swallowed instead of raising KeyboardInterrupt.
     """

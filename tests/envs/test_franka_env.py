@@ -214,6 +214,8 @@ def test_ctrl_c_stops_the_robot_mid_motion(make_env):
     env = make_env()
     env.reset()
     env.arm("Scene ready?")
+    # Python's own Ctrl-C handler, as in a terminal (a shell starts background jobs with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -221,6 +223,7 @@ def test_ctrl_c_stops_the_robot_mid_motion(make_env):
             run(env, [0, 1.0, 0, 0, 0, 0, 1.0], 60)  # 6 s of full-speed motion, interrupted after 0.8 s
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     first = env.get_info()["robot_info"]
     time.sleep(0.5)
     second = env.get_info()["robot_info"]
