@@ -155,6 +155,15 @@ class RobotDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sample_row)
 
+    def pose_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension mean and mean square (float64) of the pose part of every action a sample can start from."""
+        if not self.spec.with_actions:
+            raise ValueError("RobotDataset.pose_moments: the dataset was built without actions")
+        pose = self.actions[np.unique(self.sample_row), :-1].astype(np.float64)
+        if len(pose) == 0:
+            raise ValueError(f"RobotDataset.pose_moments: no samples with actions in {self.sources}")
+        return pose.mean(axis=0), (pose**2).mean(axis=0)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         """One sample: numpy arrays and strings (see the module docstring); `RobotCollator` batches them."""
         w, row = int(self.sample_window[i]), int(self.sample_row[i])

@@ -36,6 +36,9 @@ from model.batches import TrainBatch
 from model.config import ModelConfig
 from model.vocab import TokenLayout
 
+# smallest pose std used for standardisation (CALVIN's rel_actions dimensions: 0.13-0.31)
+POSE_STD_FLOOR = 1e-2
+
 
 class MixingSampler(Sampler[int]):
     """Indices into the concatenation of datasets of `sizes`, mixed by `weights` (see the module docstring)."""
@@ -87,6 +90,22 @@ class TrainBatches:
             raise ValueError("TrainBatches: no data (every loss weight is 0?)")
         self.loaders = {"robot": robot, "mmu": mmu}
         self.position = {name: [0, 0] for name, loader in self.loaders.items() if loader is not None}
+
+    def pose_stats(self, min_std: float = POSE_STD_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension mean and std (float32) of the robot actions' pose as the stream draws them.
+
+        Sources are weighted by their mixing weights; std is at least `min_std` so a constant dimension
+        stays finite.
+        """
+        loader = self.loaders["robot"]
+        if loader is None:
+            raise ValueError("TrainBatches.pose_stats: the stage loads no robot data")
+        sets, probs = loader.dataset.datasets, loader.sampler.probs
+        moments = [s.pose_moments() for s in sets]
+        mean = sum(p * m for p, (m, _) in zip(probs, moments, strict=True))
+        square = sum(p * q for p, (_, q) in zip(probs, moments, strict=True))
+        std = np.sqrt(np.maximum(square - mean**2, 0.0))
+        return mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32)
 
     def state_dict(self) -> dict[str, list[int]]:
         """[epoch, batches consumed in it] per loader."""

@@ -100,6 +100,21 @@ def build_start_model(job: TrainJob) -> VLAModel:
     return model
 
 
+def set_action_stats(job: TrainJob, session: TrainSession, model: VLAModel, stream: TrainStream) -> None:
+    """Standardise the pose by this stage's robot data (`model.normalize_actions`, MAP head, λ_ACT > 0).
+
+    Every rank computes the same statistics from the whole dataset; a resumed run then restores the
+    checkpoint's (identical) values with the weights. Logged as `<stage>/action_mean_i`, `action_std_i`.
+    """
+    if not (job.model.normalize_actions and job.model.action_head == "map" and loss_weights(job.train).act > 0):
+        return
+    mean, std = stream.batches.pose_stats()
+    model.set_action_stats(torch.from_numpy(mean), torch.from_numpy(std))
+    if session.rank == 0:
+        job.log.log_params({f"{job.stage}/action_{name}_{i}": round(float(v), 5)
+                            for name, values in (("mean", mean), ("std", std)) for i, v in enumerate(values)})
+
+
 def meta_copy(model: VLAModel) -> VLAModel:
     """A weightless `VLAModel` of the same config and tokenizer: checkpoints assign gathered weights to it."""
     with torch.device("meta"):
@@ -167,13 +182,14 @@ def train_worker(job: TrainJob, session: TrainSession) -> None:
     model = build_start_model(job)
     if cfg.grad_checkpointing:
         model.enable_gradient_checkpointing()
+    stream = make_train_stream(job.train, job.model, job.inputs, model.text_tokenizer, seed=job.seed,
+                               rank=session.rank, world_size=session.world_size)
+    set_action_stats(job, session, model, stream)
     plain = meta_copy(model)
     freeze_unused(model, job)
     wrapped = distribute(model.to(device).train(), job.strategy, device)
     optimizer = make_optimizer(unwrap(wrapped), cfg.lr, cfg.weight_decay)  # after sharding: FSDP2 swaps params
     scheduler = make_scheduler(optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
-    stream = make_train_stream(job.train, job.model, job.inputs, model.text_tokenizer, seed=job.seed,
-                               rank=session.rank, world_size=session.world_size)
     start = 0
     with session.latest_checkpoint() as folder:
         if folder is not None:

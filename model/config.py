@@ -105,6 +105,10 @@ class ModelConfig:
     action_bins: int = _f(ge=2)
     # attention heads of the MAP action head's latent query (the reference: 8)
     map_heads: int = _f(ge=1)
+    # `map` head: regress the pose standardised per dimension with the training data's mean and std (kept in
+    # the checkpoint). The reference regresses raw CALVIN rel_actions (std 0.13-0.31): their MSE is then too
+    # small beside the gripper BCE and the CE terms for the backbone to learn the pose
+    normalize_actions: bool
     # longest instruction in text tokens
     max_text_len: int = _f(ge=1)
     # longest scene description (MMU-conditioned prompt), text tokens; also the generation budget

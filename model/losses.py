@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -49,25 +50,39 @@ def future_image_loss(code_logits: Tensor, future_codes: Tensor) -> Tensor:
     return F.cross_entropy(code_logits.flatten(0, 1).float(), future_codes.flatten())
 
 
-def action_loss(raw: Tensor, actions: Tensor, mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def action_loss(raw: Tensor, actions: Tensor, mask: Tensor | None = None, *, pose_mean: Tensor | None = None,
+                pose_std: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """L_ACT: MSE on the 6-D relative pose + BCE on the gripper, over valid chunk steps.
 
     Args:
-        raw: (B, k, A) MAP head outputs; the last channel is the gripper logit.
+        raw: (B, k, A) MAP head outputs; the last channel is the gripper logit, the others the pose in
+            standardised units when `pose_mean`/`pose_std` are given.
         actions: (B, k, A) targets; pose in [-1, 1], gripper exactly -1 (close) or 1 (open).
         mask: (B, k) bool, False at steps past the end of the demonstration; None = all valid.
+        pose_mean: (A-1,) per-dimension pose mean (with `pose_std`; None = 0).
+        pose_std: (A-1,) per-dimension pose std: the MSE is taken on (pose - mean) / std; None = raw pose.
 
     Returns:
-        The loss and detached parts `act_pose_mse`, `act_gripper_bce`.
+        The loss and detached parts `act_pose_mse` (in action units, comparable with or without
+        standardisation), `act_gripper_bce`.
     """
     raw = raw.float()
     weight = actions.new_ones(actions.shape[:2]) if mask is None else mask.float()
     denom = weight.sum().clamp(min=1.0)
-    pose = ((raw[..., :-1] - actions[..., :-1]).pow(2).mean(dim=-1) * weight).sum() / denom
+    target, pred = actions[..., :-1], raw[..., :-1]
+    if pose_std is not None:
+        mean = torch.zeros_like(pose_std) if pose_mean is None else pose_mean
+        target = (target - mean) / pose_std
+    pose = ((pred - target).pow(2).mean(dim=-1) * weight).sum() / denom
+    if pose_std is not None:
+        with torch.no_grad():
+            units = (((pred - target) * pose_std).pow(2).mean(dim=-1) * weight).sum() / denom
+    else:
+        units = pose
     grip_target = (actions[..., -1] > 0).float()
     bce = F.binary_cross_entropy_with_logits(raw[..., -1], grip_target, reduction="none")
     gripper = (bce * weight).sum() / denom
-    return pose + gripper, {"act_pose_mse": pose.detach(), "act_gripper_bce": gripper.detach()}
+    return pose + gripper, {"act_pose_mse": units.detach(), "act_gripper_bce": gripper.detach()}
 
 
 def action_token_loss(bin_logits: Tensor, bins: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -61,6 +61,10 @@ class VLAModel(PretrainedMixin, nn.Module):
         self.action_head = (MAPHead(cfg.hidden_size, cfg.map_heads, cfg.chunk_len, cfg.action_dim)
                             if cfg.action_head == "map" else None)
         self.binner = ActionBinner(cfg.action_bins)
+        # per-dimension pose statistics of the training data (`normalize_actions`); identity until
+        # `set_action_stats`, saved with the weights so inference de-standardises with the same values
+        self.register_buffer("action_mean", torch.zeros(cfg.action_dim - 1))
+        self.register_buffer("action_std", torch.ones(cfg.action_dim - 1))
         self.text_tokenizer = None  # a transformers tokenizer; saved with the checkpoint when set
 
     def enable_gradient_checkpointing(self) -> None:
@@ -71,6 +75,32 @@ class VLAModel(PretrainedMixin, nn.Module):
             self.vision.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
 
     # ----------------------------------------------------------------- pieces
+
+    def set_action_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Store the training data's per-dimension pose mean and std ((action_dim - 1,) each, std > 0)."""
+        shape = self.action_mean.shape
+        if mean.shape != shape or std.shape != shape:
+            raise ValueError(f"action stats: expected mean and std of shape {tuple(shape)}, got "
+                             f"{tuple(mean.shape)} and {tuple(std.shape)}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError(f"action stats: need finite values and std > 0, got mean {mean.tolist()}, "
+                             f"std {std.tolist()}")
+        with torch.no_grad():
+            self.action_mean.copy_(mean)
+            self.action_std.copy_(std)
+
+    def _pose_stats(self) -> dict[str, Tensor]:
+        if not self.cfg.normalize_actions:
+            return {}
+        return {"pose_mean": self.action_mean.float(), "pose_std": self.action_std.float()}
+
+    def head_actions(self, states: Tensor) -> Tensor:
+        """(B, k, D) action-query states -> (B, k, A) raw MAP outputs with the pose in action units."""
+        raw = self.action_head(states).float()
+        if not self.cfg.normalize_actions:
+            return raw
+        pose = raw[..., :-1] * self.action_std.float() + self.action_mean.float()
+        return torch.cat([pose, raw[..., -1:]], dim=-1)
 
     def embed(self, ids: Tensor) -> Tensor:
         """(B, n) unified ids -> (B, n, D) input embeddings."""
@@ -203,7 +233,8 @@ class VLAModel(PretrainedMixin, nn.Module):
         if with_actions:
             states = hidden[:, seq.spans["actions"]]
             if self.action_head is not None:
-                terms["act"], parts = action_loss(self.action_head(states), batch.actions, batch.action_mask)
+                terms["act"], parts = action_loss(self.action_head(states), batch.actions, batch.action_mask,
+                                                  **self._pose_stats())
             else:
                 mask = None if batch.action_mask is None else batch.action_mask.repeat_interleave(
                     self.cfg.action_dim, dim=1)
@@ -244,7 +275,7 @@ class VLAModel(PretrainedMixin, nn.Module):
             if self.action_head is not None:
                 seq = self.robot_sequence(inputs, self.action_query_ids(inputs.current_codes.shape[0], device))
                 hidden = self.run_backbone(seq)
-                actions = actions_from_outputs(self.action_head(hidden[:, seq.spans["actions"]]).float())
+                actions = actions_from_outputs(self.head_actions(hidden[:, seq.spans["actions"]]))
             else:
                 bins, hidden, seq = decode_action_bins(self, inputs)
                 actions = self.binner.from_bins(bins.view(bins.shape[0], self.cfg.chunk_len, self.cfg.action_dim))

@@ -229,3 +229,36 @@ def test_frame_keys_order_by_dataset_episode_step_and_refuse_unlisted_datasets()
     assert np.argsort(keys).tolist() == [2, 1, 0]
     with pytest.raises(ValueError, match=r"\['bridge'\] not among \['calvin'\]"):
         frame_keys(table, ["calvin"])
+
+
+def test_pose_stats_are_the_moments_of_the_mixed_sources_actions(pipeline_data, tok):
+    cfg = dataclasses.replace(pipeline_data.cfg.tune, batch_size=2, lambda_pre=0.0, lambda_mmu=0.0,
+                              mmu_condition=False, robot_mix={"calvin": 3.0, "bridge": 1.0})
+    batches = make_train_batches(cfg, pipeline_data.cfg.model, tokens_dir=pipeline_data.tokens,
+                                 ingested_dir=pipeline_data.ingested, text_tokenizer=tok)
+    calvin, bridge = batches.loaders["robot"].dataset.datasets
+    # the poses a sample can start from, read from the tokens table directly
+    frames = frame_table(pipeline_data)
+    poses = {}
+    for name, ds in (("calvin", calvin), ("bridge", bridge)):
+        rows = [frames[k] for k in sorted(frames) if k[0] == name and k[1] == "training"]
+        starts = np.unique(ds.sample_row)
+        poses[name] = np.array([rows[i]["actions"][:6] for i in starts], dtype=np.float64)
+    # a 3:1 mixture: moments weighted by the sampling weights, not by the sources' sizes
+    mean = 0.75 * poses["calvin"].mean(0) + 0.25 * poses["bridge"].mean(0)
+    square = 0.75 * (poses["calvin"] ** 2).mean(0) + 0.25 * (poses["bridge"] ** 2).mean(0)
+    got_mean, got_std = batches.pose_stats()
+    assert got_mean.shape == got_std.shape == (6,) and got_mean.dtype == np.float32
+    np.testing.assert_allclose(got_mean, mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_std, np.maximum(np.sqrt(square - mean**2), 1e-2), rtol=1e-5, atol=1e-6)
+    # a constant dimension keeps a usable std instead of 0
+    _, floored = batches.pose_stats(min_std=10.0)
+    assert (floored == 10.0).all()
+
+
+def test_pose_stats_need_robot_actions(pipeline_data, tok):
+    cfg = dataclasses.replace(pipeline_data.cfg.pretrain, batch_size=2, mmu_batch_size=2)
+    batches = make_train_batches(cfg, pipeline_data.cfg.model, tokens_dir=pipeline_data.tokens,
+                                 ingested_dir=pipeline_data.ingested, text_tokenizer=tok)
+    with pytest.raises(ValueError, match="without actions"):
+        batches.pose_stats()

@@ -13,8 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from components.sampling import make_train_batches
 from components.train_loop import train_worker
 from components.train_session import LocalSession
+from model.vla import VLAModel
 from tests.conftest import PROJECT_ROOT
 from tests.fixtures.training import tiny_config, tiny_inputs, tiny_job
 
@@ -49,12 +51,22 @@ def test_a_short_pretrain_lowers_prediction_and_understanding_losses(pretrained)
 def test_a_short_tune_from_stage_one_lowers_every_active_loss(pipeline_data, pretrained, tmp_path):
     init = pretrained.complete_checkpoints()[-1] / "model"
     cfg = tiny_config("tune", steps=30)  # the full preset: L' prompt (CLIP tokens + description) on
-    reports = run_local(cfg, "tune", tiny_inputs(pipeline_data, init), tmp_path).reports
+    session = run_local(cfg, "tune", tiny_inputs(pipeline_data, init), tmp_path)
+    reports = session.reports
     falls(reports, "pre")
     falls(reports, "mmu")
     falls(reports, "act", 0.9)  # the fixture's actions are random: ~1.0 (their variance + BCE) is near the floor
     # it started from stage 1's weights: its first prediction loss is already below a fresh model's ln(1024)
     assert reports[0]["pre"] < pretrained.reports[0]["pre"]
+    # the pose is standardised by the tune data's statistics, which the tuned checkpoint carries (stage 1,
+    # without actions, keeps the identity)
+    tuned = VLAModel.from_pretrained(session.complete_checkpoints()[-1] / "model")
+    data = make_train_batches(cfg.tune, cfg.model, tokens_dir=pipeline_data.tokens,
+                              ingested_dir=pipeline_data.ingested, text_tokenizer=tuned.text_tokenizer)
+    mean, std = data.pose_stats()
+    torch.testing.assert_close(tuned.action_mean, torch.from_numpy(mean))
+    torch.testing.assert_close(tuned.action_std, torch.from_numpy(std))
+    assert torch.equal(VLAModel.from_pretrained(init).action_std, torch.ones(6))
 
 
 def test_resume_after_a_kill_ends_with_the_parameters_of_an_uninterrupted_run(pipeline_data, tmp_path):

@@ -29,10 +29,12 @@ def test_save_load_gives_identical_outputs(tmp_path, action_head):
     cfg = tiny(action_head=action_head)
     tokenizer = build_text_tokenizer(["open the drawer", "push the red block left"], cfg.text_vocab_size)
     model = VLAModel.build(cfg, text_tokenizer=tokenizer).eval()
+    model.set_action_stats(torch.linspace(-0.1, 0.1, 6), torch.linspace(0.1, 0.3, 6))
     model.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
     loaded = VLAModel.from_pretrained(tmp_path / "ckpt").eval()
     assert loaded.cfg == cfg and loaded.layout == model.layout
+    assert torch.equal(loaded.action_mean, model.action_mean) and torch.equal(loaded.action_std, model.action_std)
     assert loaded.text_tokenizer("open the drawer")["input_ids"] == tokenizer("open the drawer")["input_ids"]
     batch = TrainBatch(robot_batch(cfg, conditioned=True), mmu_batch(cfg))
     torch.testing.assert_close(loaded(batch, WEIGHTS)[0], model(batch, WEIGHTS)[0], rtol=0, atol=0)

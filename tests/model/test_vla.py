@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.batches import RobotBatch, TrainBatch
-from model.losses import LossWeights
+from model.losses import LossWeights, action_loss
 from model.vla import VLAModel, bf16_autocast
 from tests.model.conftest import mmu_batch, robot_batch, tiny
 
@@ -170,3 +170,45 @@ def test_a_model_cast_to_bf16_predicts_like_fp32(model):
     assert pred.actions.dtype == torch.float32 and pred.future_images.dtype == torch.float32
     assert (pred.actions[..., :6] - reference.actions[..., :6]).abs().max() < 0.1
     assert cast.generate_description(inputs.scene_pixels, inputs.instruction_ids, max_new_tokens=4).shape[0] == 2
+
+
+def test_pose_is_learned_standardised_and_predicted_in_action_units():
+    torch.manual_seed(0)
+    model = VLAModel(tiny())
+    mean, std = torch.linspace(-0.2, 0.3, 6), torch.linspace(0.1, 0.4, 6)
+    model.set_action_stats(mean, std)
+    batch = robot_batch(model.cfg, batch=4)
+    raw = torch.randn(4, model.cfg.chunk_len, 7)
+    loss, parts = action_loss(raw, batch.actions, pose_mean=mean, pose_std=std)
+    # the optimised term is the MSE of standardised poses ...
+    standardised = ((raw[..., :6] - (batch.actions[..., :6] - mean) / std) ** 2).mean()
+    torch.testing.assert_close(loss - parts["act_gripper_bce"], standardised)
+    # ... the logged one the MSE in action units, as without standardisation
+    in_units = torch.cat([raw[..., :6] * std + mean, raw[..., 6:]], dim=-1)
+    torch.testing.assert_close(parts["act_pose_mse"], action_loss(in_units, batch.actions)[1]["act_pose_mse"])
+    # inference de-standardises: with a tiny std every predicted pose is the mean
+    model.set_action_stats(mean, torch.full((6,), 1e-6))
+    pred = model.predict(robot_batch(model.cfg, batch=2, targets=False), bf16=False)
+    torch.testing.assert_close(pred.actions[..., :6], mean.expand(2, model.cfg.chunk_len, 6), atol=1e-4, rtol=0)
+
+
+def test_without_normalize_actions_the_stats_are_unused():
+    torch.manual_seed(0)
+    model = VLAModel(tiny(normalize_actions=False)).eval()
+    batch = robot_batch(model.cfg, batch=2)
+    act = LossWeights(mmu=0.0, pre=0.0, act=1.0)
+    before = model(TrainBatch(batch), act)[1]["act"]
+    model.set_action_stats(torch.full((6,), 0.5), torch.full((6,), 0.01))
+    torch.testing.assert_close(model(TrainBatch(batch), act)[1]["act"], before)
+    states = torch.randn(2, model.cfg.chunk_len, model.cfg.hidden_size)
+    torch.testing.assert_close(model.head_actions(states), model.action_head(states))
+
+
+@pytest.mark.parametrize(("mean", "std", "message"), [
+    (torch.zeros(5), torch.ones(5), "shape"),
+    (torch.zeros(6), torch.zeros(6), "std > 0"),
+    (torch.full((6,), float("nan")), torch.ones(6), "finite"),
+])
+def test_bad_action_stats_are_refused(model, mean, std, message):
+    with pytest.raises(ValueError, match=message):
+        model.set_action_stats(mean, std)
