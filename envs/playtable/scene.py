@@ -33,6 +33,9 @@ DOORS = ("base__slide", "base__drawer")
 BUTTON, SWITCH = "base__button", "base__switch"
 LIGHTS = {"lightbulb": ("light_link", (1.0, 1.0, 0.0, 1.0)), "led": ("led_link", (0.0, 1.0, 0.0, 1.0))}
 LIGHT_OFF = (1.0, 1.0, 1.0, 1.0)
+# m: the joints' soft limits let a pressed button / pushed switch or door go past them under contact (the
+# collected data reaches 2.6 mm); a recorded state that far out is clipped into the range, farther is refused
+JOINT_SLACK = 0.005
 MOTOR_FORCE = 4.0  # N, CALVIN's MAX_FORCE for doors, button spring and switch
 TABLE_LINKS = {"button_link": 0, "switch_link": 1, "slide_link": 2, "drawer_link": 3, "led_link": 4,
                "light_link": 5, "plank_link": 6, "base_link": -1}
@@ -135,10 +138,13 @@ class PlayTableScene:
         scene_obs = np.asarray(scene_obs, dtype=np.float64)
         if scene_obs.shape != (24,) or not np.all(np.isfinite(scene_obs)):
             raise ValueError(f"scene_obs: expected 24 finite values, got shape {scene_obs.shape}")
+        scene_obs = scene_obs.copy()
         for index, name in enumerate((*DOORS, BUTTON, SWITCH)):
             low, high = self.joint_range(name)
-            if not low - 1e-6 <= scene_obs[index] <= high + 1e-6:
+            if not low - JOINT_SLACK <= scene_obs[index] <= high + JOINT_SLACK:
                 raise ValueError(f"scene_obs[{index}] ({name}): {scene_obs[index]} outside [{low:.4g}, {high:.4g}]")
+            if not low - 1e-6 <= scene_obs[index] <= high + 1e-6:  # (values at a limit's float rounding stay)
+                scene_obs[index] = np.clip(scene_obs[index], low, high)
         for index, name in ((4, "lightbulb"), (5, "led")):
             if scene_obs[index] not in (0.0, 1.0):
                 raise ValueError(f"scene_obs[{index}] ({name}): must be 0 or 1, got {scene_obs[index]}")

@@ -181,6 +181,19 @@ def test_inconsistent_states_are_rejected(state_env, chains):
         PlayTableEnv("E")
 
 
+def test_recorded_states_just_past_a_joint_limit_reset_clipped(state_env, chains):
+    # pybullet's limits are soft: recorded frames hold e.g. a pressed button 2.6 mm past its range
+    robot_obs, scene_obs = initial_condition_to_obs(chains[0][0])
+    near = scene_obs.copy()
+    near[2], near[0] = 0.0226, -0.0011  # button (range [0, 0.02]), sliding door (range [0, 0.28])
+    obs = state_env.reset(robot_obs, near)
+    assert obs["scene_obs"][2] == pytest.approx(0.02, abs=1e-9) and obs["scene_obs"][0] == pytest.approx(0, abs=1e-9)
+    far = scene_obs.copy()
+    far[2] = 0.03
+    with pytest.raises(ValueError, match="base__button"):
+        state_env.reset(robot_obs, far)
+
+
 def _move(environment, target, steps, gripper=-1):
     """Absolute actions along the straight line from the commanded target, arriving half-way through."""
     orientation, start = environment.robot.target_orn.copy(), environment.robot.target_pos.copy()
