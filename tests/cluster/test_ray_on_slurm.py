@@ -13,6 +13,7 @@ import pytest
 from cluster.ray_on_slurm import RayClusterSummary
 from cluster.resources import WorkerResources
 from cluster.slurm import submit_ray_cluster
+from tests.fixtures.local_slurm import wait_state
 
 # a job that hangs must fail the test, not the whole session
 pytestmark = pytest.mark.timeout(240)
@@ -61,7 +62,7 @@ def test_a_failing_driver_fails_the_job_releases_the_worker_and_keeps_the_head_l
                                                                              mem_gb=4, time_min=10))
         with pytest.raises(Exception, match="the Ray driver .* exited with status 4"):
             job.results()
-        assert job.get_info(mode="force")["State"] == "FAILED"
+        wait_state(job, "FAILED")
         kept = [p.name.rsplit("-", 1)[0] for p in ray_tmp.iterdir()]
         assert kept == [f"ray-{job.job_id}-0"]  # the head's Ray logs stay for debugging; the worker's are gone
     finally:

@@ -25,6 +25,7 @@ from cluster.slurm import (
 )
 from components.config import load_config
 from tests.conftest import PROJECT_ROOT
+from tests.fixtures.local_slurm import wait_state
 
 # a job that hangs must fail the test, not the whole session
 pytestmark = pytest.mark.timeout(240)
@@ -53,7 +54,7 @@ def test_a_project_function_runs_as_a_job_and_returns_its_result(local_slurm, tm
     job = submit_function(load_config, PARAMS, resources=ONE_CPU, log_dir=tmp_path)
     assert job.result() == load_config(PARAMS)
     assert job.paths.folder == tmp_path / job.job_id  # the job folder is <log_dir>/<job id>
-    assert job.get_info(mode="force")["State"] == "COMPLETED"
+    wait_state(job, "COMPLETED")
 
 
 @pytest.mark.slurm
@@ -74,16 +75,16 @@ def test_a_failing_command_fails_the_job_with_its_status(local_slurm, tmp_path):
                          resources=ONE_CPU, log_dir=tmp_path)
     with pytest.raises(Exception, match="CommandFailedError: .* exited with status 3"):
         job.result()
-    assert job.get_info(mode="force")["State"] == "FAILED"  # from squeue: this SLURM has no accounting
+    wait_state(job, "FAILED")  # from squeue: this SLURM has no accounting
     assert "boom" in job.stderr()
 
 
 @pytest.mark.slurm
 def test_a_job_killed_before_its_result_is_reported_not_awaited_forever(local_slurm, tmp_path):
     job = submit_command([sys.executable, "-c", "import time; time.sleep(600)"], resources=ONE_CPU, log_dir=tmp_path)
-    _wait_state(job, "RUNNING", timeout_s=60)
+    wait_state(job, "RUNNING", timeout_s=60)
     job.cancel(check=True)
-    _wait_state(job, "CANCELLED", timeout_s=60)
+    wait_state(job, "CANCELLED", timeout_s=60)
     assert job.done(force_check=True)
 
 
@@ -151,12 +152,6 @@ def test_the_cli_refuses_bad_input_with_a_message(tmp_path):
     assert out.returncode == 2 and "cpus_per_task: must be an integer >= 1" in out.stderr
     assert subprocess.run([*run, "--help"], capture_output=True, text=True).returncode == 0
 
-
-def _wait_state(job, state: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (seen := job.get_info(mode="force").get("State")) != state:
-        assert time.monotonic() < deadline, f"job {job.job_id} still {seen}, expected {state}"
-        time.sleep(0.5)
 
 
 def _dvc_project(root):
