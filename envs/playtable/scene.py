@@ -114,8 +114,9 @@ class PlayTableScene:
         """Write `scene_obs` (24,) into the simulator, or reset joints to 0, lights off, blocks sampled.
 
         Raises:
-            ValueError: a joint outside its range, a light not 0/1, or a lightbulb that disagrees
-                with the switch (the bulb is on exactly while the switch is above its threshold).
+            ValueError: a joint more than JOINT_SLACK outside its range (closer ones are clipped), a light
+                not 0/1, or a lightbulb that disagrees with the switch (the bulb is on exactly while the
+                switch is above its threshold).
         """
         if scene_obs is None:
             scene_obs = np.zeros(24)
