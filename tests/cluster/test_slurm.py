@@ -153,7 +153,6 @@ def test_the_cli_refuses_bad_input_with_a_message(tmp_path):
     assert subprocess.run([*run, "--help"], capture_output=True, text=True).returncode == 0
 
 
-
 def _dvc_project(root):
     """A two-stage DVC project (git + dvc init): `first` writes first.txt, `second` appends to a copy."""
     root.mkdir()
