@@ -75,8 +75,7 @@ def open_drawer(ws: Workspace, m: Motion) -> Plan:
     axis = ws.direction(joint)  # -y: out of the desk
     pinch = pinch_orientation(m)
     front = handle + axis * 0.12
-    yield from transit(ws, m, front + [0, 0, 0.12], m.target[1], OPEN)
-    yield from m.move(front + [0, 0, 0.12], pinch, OPEN, tol=0.01)
+    yield from transit(ws, m, front + [0, 0, 0.12], pinch, OPEN)
     yield from m.move(front, pinch, OPEN, tol=0.006)
     grip_at = handle - axis * 0.008
     yield from m.move(grip_at, pinch, OPEN, speed=SPEEDS.approach)

@@ -3,8 +3,8 @@
 An expert plan is a generator that yields one relative action (7,) per control step. `Motion`
 builds those actions from the robot's *commanded* TCP target (the pose CALVIN's control law adds
 relative actions to), so a straight-line move of the target is exact: each step moves the target
-by at most `speed` metres and `turn` radians toward the waypoint, and the move ends once the target
-is there and the real TCP has caught up within a tolerance (or a settle budget ran out, e.g. when
+by at most `speed` metres and each euler angle by `turn` radians toward the waypoint, and the move
+ends once the target is there and the real TCP has caught up within a tolerance (or a settle budget ran out, e.g. when
 a finger presses on something). Orientations are CALVIN's unwrapped euler xyz targets; the gripper
 points down with roll +-pi (whichever is nearer the current target, never a 2 pi spin).
 """
@@ -32,10 +32,10 @@ MAX_STEP = 0.02  # m, a full relative action (the commanded path itself moves at
 class Speeds:
     """Per-step motion budgets (commanded target), metres and radians per 30 Hz step."""
 
-    free: float = 0.011  # transit through free space
-    approach: float = 0.006  # last centimetres to a grasp or contact
-    push: float = 0.005  # pushing an object or a joint
-    turn: float = 0.04  # wrist rotation
+    free: float = 0.019  # transit through free space
+    approach: float = 0.01  # last centimetres to a grasp or contact
+    push: float = 0.009  # pushing an object or a joint
+    turn: float = 0.05  # wrist rotation, per euler angle (MAX_REL_ORN: a full relative action)
 
 
 SPEEDS = Speeds()
@@ -150,7 +150,7 @@ class Motion:
         if norm > speed:
             delta *= speed / norm
         rotation = np.asarray(orientation, dtype=float) - target_orn
-        angle = np.linalg.norm(rotation)
+        angle = np.abs(rotation).max()  # per euler angle: each stays within one relative action (MAX_REL_ORN)
         if angle > turn:
             rotation *= turn / angle
         self.gripper = gripper

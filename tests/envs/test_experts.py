@@ -20,6 +20,7 @@ from envs.experts.play import ARTICULATED, PlaySession
 from envs.experts.states import read_symbolic_state, reset_to_state
 from envs.experts.workspace import Workspace
 from envs.playtable import PlayTableEnv
+from envs.protocol import EP_LEN
 from envs.sequences import get_sequences, initial_condition_to_obs, initial_states
 from envs.symbolic import TASK_ORDER
 
@@ -29,6 +30,10 @@ FAMILY_TASKS = ("move_slider_left", "move_slider_right", "open_drawer", "close_d
                 "lift_pink_block_drawer", "place_in_slider", "place_in_drawer", "push_blue_block_right",
                 "push_pink_block_left", "rotate_red_block_left", "rotate_blue_block_right", "stack_block",
                 "unstack_block", "push_into_drawer")
+# CALVIN's annotator labels the 64 frames before a task's success: an expert much slower than that leaves
+# its approach unlabelled (or labelled with the previous task), so a policy never learns it. The articulated
+# experts succeed within 70 steps; open_drawer first turns the wrist by ~1.5 rad about two axes (32 steps).
+MAX_STEPS = {"open_drawer": 96}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +48,9 @@ def test_each_family_solves_its_protocol_trials(task):
     result = run_task_trials(task, 4)
     assert result.trials == 4
     assert result.successes >= math.ceil(0.9 * result.trials), result
+    if task in ARTICULATED:
+        solved = [n for n in result.steps if n < EP_LEN]
+        assert max(solved) <= MAX_STEPS.get(task, 70), result
 
 
 def test_expert_policy_acts_only_through_relative_actions(env):
