@@ -4,8 +4,8 @@ An expert plan is a generator that yields one relative action (7,) per control s
 builds those actions from the robot's *commanded* TCP target (the pose CALVIN's control law adds
 relative actions to), so a straight-line move of the target is exact: each step moves the target
 by at most `speed` metres and each euler angle by `turn` radians toward the waypoint, and the move
-ends once the target is there and the real TCP has caught up within a tolerance (or a settle budget ran out, e.g. when
-a finger presses on something). Orientations are CALVIN's unwrapped euler xyz targets; the gripper
+ends once the target is there and the real TCP has caught up within a tolerance (or a settle budget
+ran out, e.g. when a finger presses on something). Orientations are CALVIN's unwrapped euler xyz targets; the gripper
 points down with roll +-pi (whichever is nearer the current target, never a 2 pi spin).
 """
 
