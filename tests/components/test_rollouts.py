@@ -85,7 +85,7 @@ def test_scripted_experts_give_the_same_results_on_two_actors(ray_session):
         reference = [o.result for o in run_sequential(env, ExpertFactory()([env]), chains, ep_len=120)]
     finally:
         env.close()
-    assert [r.completed for r in reference] == [1, 2, 0]
+    assert [r.completed for r in reference] == [5, 2, 4]
     experts = WorkerSpec(ENV, ExpertFactory(), ep_len=120, cameras=False)
     results, stats, _ = collect(spec=experts, chains=chains, num_workers=2)
     assert results == reference and len(set(stats.pids)) == 2
