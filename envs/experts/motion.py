@@ -5,8 +5,9 @@ builds those actions from the robot's *commanded* TCP target (the pose CALVIN's 
 relative actions to), so a straight-line move of the target is exact: each step moves the target
 by at most `speed` metres and each euler angle by `turn` radians toward the waypoint, and the move
 ends once the target is there and the real TCP has caught up within a tolerance (or a settle budget
-ran out, e.g. when a finger presses on something). Orientations are CALVIN's unwrapped euler xyz targets; the gripper
-points down with roll +-pi (whichever is nearer the current target, never a 2 pi spin).
+ran out, e.g. when a finger presses on something). Orientations are CALVIN's unwrapped euler xyz
+targets; the gripper points down with roll +-pi (whichever is nearer the current target, never a
+2 pi spin).
 """
 
 from __future__ import annotations
