@@ -1,9 +1,10 @@
 """`collect` stage entry point: scripted-expert data in CALVIN, BridgeData v2 and LLaVA formats -> data/raw/.
 
     python -m workflows.collect                                   # the embedded default (params.yaml)
-    python -m workflows.collect --set collect.episodes_per_scene=2 --out /tmp/raw
+    python -m workflows.collect --set collect.episodes_per_scene=2 --out /tmp/raw --metrics /tmp/raw/collect.json
 
-Writes data/raw/{calvin,bridge,llava}/ and metrics/collect.json, and logs an MLflow run
+Writes data/raw/{calvin,bridge,llava}/ and metrics/collect.json (a side run: point --metrics elsewhere too,
+or it overwrites the pipeline's), and logs an MLflow run
 `collect-<preset>-s<seed>` (counts, labelled windows per task, a grid of sample frames per scene).
 """
 
