@@ -4,13 +4,19 @@ A `PlaySession` (envs.experts.play) chains expert tasks; `record_episode` writes
 CALVIN's `episode_XXXXXXX.npz` (numbered from 0 inside a scratch folder; `collect` renumbers them
 globally), with `actions[t]` = the absolute TCP pose of frame t+1 and the gripper command taken at
 t, and `rel_actions[t] = to_relative_action(actions[t], robot_obs[t])` as calvin_env's recorder
-computes it. The language windows are found as CALVIN's annotator finds them: every `window`-frame
-span ending on a multiple of `stride` is given to the oracle, and it is labelled when exactly one
-task fires between its first and last frame; the sentence is drawn from the task's training
-sentences (calvin-data/new_playtable.yaml), never from the evaluation ones.
+computes it. The language windows are found as CALVIN's annotator (`automatic_lang_annotator_mp.py`)
+finds them: a `window`-frame span is labelled with a task when exactly that task fires between its
+first and last frame but not yet by its 16th-last frame, so every window ends at most 15 frames after
+the task's success and holds its approach, not what the robot does next (the retreat, the next task's
+approach). When another task fired in the span's first frames, the window starts 16-31 frames later
+(CALVIN's `prior_steps`). Candidate ends lie every `stride` frames; spans are cut at the episode's
+first frame (CALVIN's play is one long stream; these episodes start at the evaluation pose, so a
+short first task still gets windows, at least `window - 31` frames long: CALVIN's shortest). The
+sentence is drawn from the task's training sentences (calvin-data/new_playtable.yaml), never from the
+evaluation ones.
 
 Example:
-    result = record_episode(EpisodeJob("A", "training", seed=7, num_tasks=8, window=64, stride=8,
+    result = record_episode(EpisodeJob("A", "training", seed=7, num_tasks=8, window=64, stride=3,
                                        depth=False), Path("scratch/ep0"))
 """
 
@@ -100,19 +106,18 @@ class EpisodeResult:
 class FrameWriter:
     """The `on_step` callback of a play session: writes frame t once the action taken at t is known."""
 
-    def __init__(self, out_dir: Path, depth: bool, result: EpisodeResult, infos: dict[int, dict],
-                 info_stride: int, env: PlayTableEnv) -> None:
-        """Frames go to `out_dir`; `infos` collects `env.get_info()` of every `info_stride`-th frame."""
+    def __init__(self, out_dir: Path, depth: bool, result: EpisodeResult, infos: list[dict],
+                 env: PlayTableEnv) -> None:
+        """Frames go to `out_dir`; `infos` collects `env.get_info()` of every frame (the annotator's input)."""
         self.out_dir, self.depth, self.result = out_dir, depth, result
-        self.infos, self.info_stride, self.env = infos, info_stride, env
+        self.infos, self.env = infos, env
         self.pending: dict | None = None
 
     def __call__(self, obs: dict, action: np.ndarray | None) -> None:
         """Write the pending frame with this action (its effect is `obs`), then hold `obs` as pending."""
         if self.pending is not None:
             self._write(self.pending, obs, action)
-        if self.result.frames % self.info_stride == 0:
-            self.infos[self.result.frames] = self.env.get_info()
+        self.infos.append(self.env.get_info())
         self.pending = obs
 
     def finish(self) -> None:
@@ -136,38 +141,46 @@ class FrameWriter:
         self.result.frames += 1
 
 
-def label_windows(infos: dict[int, dict], frames: int, window: int, stride: int, rng: np.random.Generator,
-                  oracle: TaskOracle) -> list[tuple[int, int, str, str]]:
-    """CALVIN's annotator: windows [end - window + 1, end] (end on the stride grid) where exactly one task fires.
+# CALVIN's annotator: the task must not have fired by this many frames before the window's end, and a
+# window whose first frames hold another task starts PRIOR_STEPS later (drawn per window).
+END_MARGIN = 15
+PRIOR_STEPS = (16, 32)
 
-    `infos` must hold the info of every frame on the stride grid (window - 1 a multiple of stride
-    puts each window's start on it too).
+
+def label_windows(infos: list[dict], window: int, stride: int, rng: np.random.Generator,
+                  oracle: TaskOracle) -> list[tuple[int, int, str, str]]:
+    """CALVIN's annotator over one episode (module docstring): (start, end inclusive, task, sentence) windows.
+
+    `infos[t]` is the oracle's info of frame t, for every frame of the episode.
     """
     sentences = load_training_sentences()
+    shortest = window - PRIOR_STEPS[1] + 1
     labelled = []
-    for end in range(window - 1, frames, stride):
-        start = end - window + 1
-        tasks = oracle.get_task_info(infos[start], infos[end])
-        if len(tasks) == 1:
-            task = next(iter(tasks))
-            labelled.append((start, end, task, sentences[task][rng.integers(len(sentences[task]))]))
+    for end in range(shortest - 1, len(infos), stride):
+        first = max(0, end - window + 1)
+        for start in (first, first + int(rng.integers(*PRIOR_STEPS))):
+            if end - start + 1 < shortest:
+                break
+            tasks = oracle.get_task_info(infos[start], infos[end])
+            if len(tasks) == 1 and not oracle.get_task_info_for_set(infos[start], infos[end - END_MARGIN], tasks):
+                task = next(iter(tasks))
+                labelled.append((start, end, task, sentences[task][rng.integers(len(sentences[task]))]))
+                break
     return labelled
 
 
 def record_episode(job: EpisodeJob, out_dir: Path) -> EpisodeResult:
     """Play and record one episode into `out_dir` (frames numbered from 0); deterministic for `job`."""
-    if (job.window - 1) % job.stride:
-        raise ValueError(f"collect.window_stride: {job.stride} must divide window - 1 = {job.window - 1}")
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(job.seed)
-    result, infos, oracle = EpisodeResult(job), {}, TaskOracle()
+    result, infos, oracle = EpisodeResult(job), [], TaskOracle()
     with PlayTableEnv(job.scene, cameras=True, seed=job.seed) as env:
-        writer = FrameWriter(out_dir, job.depth, result, infos, job.stride, env)
+        writer = FrameWriter(out_dir, job.depth, result, infos, env)
         weights = dict.fromkeys(ARTICULATED, job.articulated_weight)
         attempts = PlaySession(env, rng, oracle, weights).run(job.num_tasks, writer)
         writer.finish()
     for a in attempts:
         result.attempted[a.task] = result.attempted.get(a.task, 0) + 1
         result.succeeded[a.task] = result.succeeded.get(a.task, 0) + int(a.success)
-    result.windows = label_windows(infos, result.frames, job.window, job.stride, rng, oracle)
+    result.windows = label_windows(infos, job.window, job.stride, rng, oracle)
     return result

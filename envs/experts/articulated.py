@@ -74,8 +74,11 @@ def open_drawer(ws: Workspace, m: Motion) -> Plan:
     handle = ws.handle(joint)
     axis = ws.direction(joint)  # -y: out of the desk
     pinch = pinch_orientation(m)
-    front = handle + axis * 0.12
-    yield from transit(ws, m, front + [0, 0, 0.12], pinch, OPEN)
+    front = handle + axis * 0.08
+    # The wrist turn (~1.6 rad, 32 steps) runs through the transit and the descent: half of it over each,
+    # instead of turning on the spot; from the evaluation pose the drawer opens ~20 steps sooner.
+    _, start = m.target
+    yield from transit(ws, m, front + [0, 0, 0.12], (start + pinch) / 2, OPEN)
     yield from m.move(front, pinch, OPEN, tol=0.006)
     grip_at = handle - axis * 0.008
     yield from m.move(grip_at, pinch, OPEN, speed=SPEEDS.approach)
