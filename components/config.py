@@ -93,7 +93,7 @@ class CollectConfig:
     # control steps between the kept frames of a Bridge video (30 Hz / stride)
     bridge_frame_stride: int = _f(ge=1)
     # frames of a CALVIN language window (the annotator's 64; it may start up to 31 frames later, and the
-    # task fires in its last 16 frames: components/calvin_recorder.py)
+    # task fires in its last 15 frames: components/calvin_recorder.py)
     window: int = _f(ge=48)
     # frames between the ends of candidate windows
     window_stride: int = _f(ge=1)
