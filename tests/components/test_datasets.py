@@ -36,7 +36,13 @@ def frame_table(data):
     return {(r["dataset"], r["split"], r["episode"], r["step"]): r for r in rows}
 
 
+def views(frame) -> list[int]:
+    """A frame's codes as the default model reads them: static, then gripper (num_views = 2)."""
+    return frame["static_codes"] + frame["gripper_codes"]
+
+
 def test_future_codes_are_the_frame_delta_t_later_clamped_to_the_window(pipeline_data):
+    assert pipeline_data.cfg.model.num_views == 2
     ds = RobotDataset(pipeline_data.tokens, pipeline_data.ingested, spec(pipeline_data), sources=("calvin",))
     frames, dt = frame_table(pipeline_data), pipeline_data.cfg.model.delta_t
     windows = read_table(pipeline_data.ingested / "windows").to_pylist()
@@ -49,8 +55,8 @@ def test_future_codes_are_the_frame_delta_t_later_clamped_to_the_window(pipeline
             key = ("calvin", "training", w["episode"], t)
             future = ("calvin", "training", w["episode"], min(t + dt, w["end_step"]))
             assert sample["instruction"] == w["instruction"]
-            assert sample["current_codes"].tolist() == frames[key]["static_codes"]
-            assert sample["future_codes"].tolist() == frames[future]["static_codes"], (w, t)
+            assert sample["current_codes"].tolist() == views(frames[key])
+            assert sample["future_codes"].tolist() == views(frames[future]), (w, t)
             i += 1
 
 

@@ -25,11 +25,18 @@ def test_codes_are_the_tokenizers_encoding_of_each_frame(pipeline_data):
         (f["dataset"], f["split"], f["episode"], f["step"]) for f in frames]  # every frame, in table order
     assert [t["position"] for t in tokens] == list(range(len(frames)))
     tok = VQTokenizer.from_pretrained(pipeline_data.vq_dir).eval()
+    assert pipeline_data.cfg.model.num_views == 2  # the default encodes the gripper view too
+
+    def encode(blob):
+        image = torch.from_numpy(decode_image(blob))[None]
+        return tok.encode(vq_pixels(image, tok.cfg.image_size))[0].tolist()
+
     for i in (0, 30, len(frames) - 1):  # a Bridge JPEG, a CALVIN PNG, the last frame
-        image = torch.from_numpy(decode_image(frames[i]["rgb_static"]))[None]
-        codes = tok.encode(vq_pixels(image, tok.cfg.image_size))[0].tolist()
-        assert tokens[i]["static_codes"] == codes
-        assert tokens[i]["actions"] == frames[i]["actions"] and tokens[i]["gripper_codes"] is None  # num_views = 1
+        assert tokens[i]["static_codes"] == encode(frames[i]["rgb_static"])
+        assert tokens[i]["actions"] == frames[i]["actions"]
+        gripper = frames[i]["rgb_gripper"]  # Bridge has one camera: no gripper codes
+        assert tokens[i]["gripper_codes"] == (None if gripper is None else encode(gripper))
+    assert any(f["rgb_gripper"] is None for f in frames) and any(f["rgb_gripper"] is not None for f in frames)
 
 
 def test_shards_follow_the_plan_and_the_schema(pipeline_data):

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 from mlflow.tracking import MlflowClient
 
+from components.tables import read_table
 from components.tokenizer import corpus, prepare_tokenizers, select_rows
 from components.tracking import start_run
 from model.vocab import load_text_tokenizer
@@ -23,7 +24,11 @@ def test_fitting_logs_psnr_and_the_reconstruction_grid(pipeline_data, tracking_t
     assert [m.step for m in history] == [1, 2] and history[-1].value > 0
     artifacts = [a.path for a in client.list_artifacts(run.run_id, "tokenizer")]
     assert artifacts == ["tokenizer/reconstructions.png"]
-    assert summary.fitted and summary.frames_fitted == 82 - 8  # every frame but the held-out ones
+    # every frame but the held-out ones, and (num_views = 2) the gripper view of those that have one
+    fit_rows, _ = select_rows(82, cfg.max_frames, cfg.eval_frames)
+    gripper = read_table(pipeline_data.ingested / "frames", columns=["rgb_gripper"]).column("rgb_gripper")
+    with_gripper = sum(gripper[int(r)].is_valid for r in fit_rows)
+    assert summary.fitted and summary.frames_fitted == 82 - 8 + with_gripper and 0 < with_gripper < 82 - 8
     tok = VQTokenizer.from_pretrained(tmp_path / "vq")
     assert tok.cfg == pipeline_data.cfg.model.vq
 
