@@ -4,9 +4,15 @@ Frames are numbered in the frames table's order (part files by name, rows in fil
 shards of `tokenize.shard_size` frames; shard i always holds the same frames, so the output does not
 depend on worker count or timing. Only shards without a finished file are encoded:
 
-    pieces of pending shards --map_batches(read_pieces)--> frame rows (image bytes)
-        --map_batches(EncodeFrames, ActorPoolStrategy(num_workers), num_cpus=cpus_per_worker)--> code rows
+    pieces of pending shards (at most one row group each)
+        --map_batches(EncodePieces, batch_size=1, ActorPoolStrategy(num_workers), num_cpus=cpus_per_worker)-->
+        code rows (each piece read, then encoded `tokenize.batch_size` frames at a time)
         --driver--> data/tokens/frames/shard-<i>.parquet, written atomically once complete
+
+One piece per actor call keeps every actor busy. (A separate read step and `map_batches(EncodeFrames,
+batch_size=64)` were fused by Ray Data into one actor operator whose batch size then counted pieces: the
+108 pieces of the default became 2 calls of 64 row groups, both sent to the first actor ready, so one
+core encoded while the other idled.)
 
 `manifest.json` records what the shards were made from (VQ weights hash, model settings, input files);
 a run with a different manifest discards the old shards instead of mixing them. Schema:
@@ -129,6 +135,19 @@ def read_pieces(batch: pa.Table) -> pa.Table:
     return pa.concat_tables(tables)
 
 
+class EncodePieces:
+    """Ray Data actor UDF: pieces (file, lo, hi, shard, start) -> their frames' rows of the tokens table."""
+
+    def __init__(self, batch_size: int, **encoder: Any) -> None:
+        self.encode, self.batch_size = EncodeFrames(**encoder), batch_size
+
+    def __call__(self, pieces: pa.Table) -> pa.Table:
+        """Read the pieces' frames and encode them `batch_size` at a time."""
+        rows = read_pieces(pieces)
+        return pa.concat_tables([self.encode(rows.slice(i, self.batch_size))
+                                 for i in range(0, len(rows), self.batch_size)])
+
+
 def pretokenize_frames(cfg: TokenizeConfig, model_cfg: ModelConfig, vq_dir: Path, ingested_dir: Path,
                        out_dir: Path, *, log: MetricLogger = NULL_LOGGER) -> PretokenizeSummary:
     """The stage: encode every pending shard of `ingested_dir/frames` into `out_dir/frames`.
@@ -168,10 +187,9 @@ def encode_shards(cfg: TokenizeConfig, model_cfg: ModelConfig, vq_dir: Path, pen
                 items.append({"file": path, "lo": a, "hi": b, "shard": shard.index, "start": start})
                 start, a = start + b - a, b
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(read_pieces, batch_size=1, batch_format="pyarrow", num_cpus=0.5)
-    ds = ds.map_batches(EncodeFrames, batch_size=cfg.batch_size, batch_format="pyarrow",
-                        fn_constructor_kwargs={"vq_dir": str(vq_dir), "model_cfg": model_cfg,
-                                               "threads": max(1, int(cfg.cpus_per_worker)),
+    ds = ds.map_batches(EncodePieces, batch_size=1, batch_format="pyarrow",
+                        fn_constructor_kwargs={"batch_size": cfg.batch_size, "vq_dir": str(vq_dir),
+                                               "model_cfg": model_cfg, "threads": max(1, int(cfg.cpus_per_worker)),
                                                "device": "cuda" if cfg.gpus_per_worker > 0 else "cpu"},
                         compute=ray.data.ActorPoolStrategy(size=cfg.num_workers), num_cpus=cfg.cpus_per_worker,
                         num_gpus=cfg.gpus_per_worker)
