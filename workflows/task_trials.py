@@ -4,9 +4,10 @@
     python -m workflows.task_trials --tasks all --trials 20           # all 34 CALVIN tasks
     python -m workflows.task_trials --checkpoint path/to/model --tasks open_drawer,close_drawer --workers 2
 
-Prints a table and writes metrics/task_trials.json ({task: success rate}, plus the mean). The trials are
-components/task_trials.py's: the experts' trial starts (envs/experts/evaluate.py), CALVIN's evaluation
-sentence, up to --ep-len steps, the task oracle.
+Prints a table and writes metrics/task_trials.json ({task: success rate}, plus the mean, and per task what
+the failed trials did instead: the other tasks the oracle finds done by their end, e.g. the LED for the bulb).
+The trials are components/task_trials.py's: the experts' trial starts (envs/experts/evaluate.py), CALVIN's
+evaluation sentence, up to --ep-len steps, the task oracle.
 """
 
 from __future__ import annotations
@@ -43,10 +44,13 @@ def main(argv: list[str] | None = None) -> int:
                                  ep_len=args.ep_len, workers=args.workers, progress=True)
     rates = {task: r.rate for task, r in results.items()}
     for task, r in results.items():
-        print(f"{task:28s} {r.successes:3d} / {r.trials}  {100 * r.rate:5.1f}%  (failed expert prefixes: {r.skipped})")
+        instead = ", ".join(f"{other} {n}" for other, n in r.instead_counts.items())
+        print(f"{task:28s} {r.successes:3d} / {r.trials}  {100 * r.rate:5.1f}%  (failed expert prefixes: {r.skipped})"
+              + (f"  failed trials did instead: {instead}" if instead else ""))
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(args.metrics).write_text(json.dumps({"checkpoint": args.checkpoint, "trials": args.trials, "scene": args.scene,
-                                              "mean": sum(rates.values()) / len(rates), "success": rates}, indent=2))
+                                              "mean": sum(rates.values()) / len(rates), "success": rates,
+                                              "instead": {t: r.instead_counts for t, r in results.items()}}, indent=2))
     return 0
 
 

@@ -34,7 +34,10 @@ from envs.tasks import TaskOracle, load_eval_instructions
 
 @dataclass(frozen=True)
 class TaskTrials:
-    """One task's trials: successes among those run, and per trial the steps taken (ep_len when failed)."""
+    """One task's trials: successes among those run, and per trial the steps taken (ep_len when failed).
+
+    `instead`: per failed trial, the other tasks the oracle finds done by its end (what the policy did instead).
+    """
 
     task: str
     successes: int
@@ -43,6 +46,16 @@ class TaskTrials:
     # starts whose expert-played prefix failed (replaced by the next start, not counted as trials)
     skipped: int
     steps: tuple[int, ...]
+    instead: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def instead_counts(self) -> dict[str, int]:
+        """Task -> failed trials that ended with it done, most frequent first."""
+        counts: dict[str, int] = {}
+        for tasks in self.instead:
+            for task in tasks:
+                counts[task] = counts.get(task, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     @property
     def rate(self) -> float:
@@ -110,7 +123,8 @@ def run_policy_trials(env: object, policy: object, task: str, count: int, *, ora
     for failed_before in reach_trial_starts(env, oracle, task, count, starts):
         outcomes.append(run_subtask(env, policy, oracle, task, instruction, ep_len))
         skipped = failed_before
-    return TaskTrials(task, sum(ok for ok, _ in outcomes), len(outcomes), skipped, tuple(n for _, n in outcomes))
+    return TaskTrials(task, sum(ok for ok, _, _ in outcomes), len(outcomes), skipped,
+                      tuple(n for _, n, _ in outcomes), tuple(other for ok, _, other in outcomes if not ok))
 
 
 def run_task_trials(task: str, count: int, scene: str = "D") -> TaskTrials:
@@ -121,15 +135,19 @@ def run_task_trials(task: str, count: int, scene: str = "D") -> TaskTrials:
 
 
 def run_subtask(env: object, policy: object, oracle: TaskOracle, task: str, instruction: str,
-                ep_len: int = EP_LEN) -> tuple[bool, int]:
-    """One subtask exactly as `envs.protocol` runs it: (solved, steps taken)."""
+                ep_len: int = EP_LEN) -> tuple[bool, int, tuple[str, ...]]:
+    """One subtask exactly as `envs.protocol` runs it: (solved, steps taken, other tasks done by the end).
+
+    The last item is empty for a solved subtask; for a failed one it names what the policy did instead
+    (the oracle between the start and the final state).
+    """
     policy.reset()
     obs, start = env.get_obs(), env.get_info()
     for steps in range(1, ep_len + 1):
         obs, _, _, info = env.step(policy.step(obs, instruction))
         if oracle.get_task_info_for_set(start, info, {task}):
-            return True, steps
-    return False, ep_len
+            return True, steps, ()
+    return False, ep_len, tuple(sorted(oracle.get_task_info(start, info)))
 
 
 def _play_to_end(env: object, oracle: TaskOracle, task: str) -> bool:

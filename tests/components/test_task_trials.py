@@ -48,6 +48,21 @@ def test_a_policy_that_does_nothing_fails_every_trial_after_ep_len_steps(env):
     assert (trials.successes, trials.trials, trials.steps, trials.rate) == (0, 2, (25, 25), 0.0)
 
 
+def test_a_failed_trial_records_what_the_policy_did_instead(env):
+    class PressesTheButton(ExpertPolicy):
+        """The LED expert, whatever it is asked: a policy that confuses the lightbulb with the LED."""
+
+        def step(self, obs, goal):
+            return super().step(obs, "press the button to turn on the led light")
+
+    trials = run_task_trials(env, PressesTheButton(env), "turn_on_lightbulb", trials=2, ep_len=120)
+    assert trials.successes == 0 and len(trials.instead) == 2
+    assert all(len(done) == 1 and done[0] in ("turn_on_led", "turn_off_led") for done in trials.instead)
+    assert sum(trials.instead_counts.values()) == 2
+    standing = run_task_trials(env, StandStill(), "turn_on_led", trials=1, ep_len=5)
+    assert standing.instead == ((),) and standing.instead_counts == {}
+
+
 def test_trials_start_from_the_same_states_whatever_the_policy(env):
     starts = []
 
