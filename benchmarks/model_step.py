@@ -62,7 +62,8 @@ def robot_batch(model: VLAModel, n: int, conditioned: bool, device: torch.device
     frames = torch.randint(0, 256, (n, 200, 200, 3), dtype=torch.uint8, generator=g)
     batch = RobotBatch(text(INSTRUCTION_TOKENS), codes(), codes(), actions,
                        scene_pixels=clip_pixels(frames, cfg.vision_image_size) if conditioned else None,
-                       description_ids=text(DESCRIPTION_TOKENS) if conditioned else None)
+                       description_ids=text(DESCRIPTION_TOKENS) if conditioned else None,
+                       robot_obs=torch.randn(n, 15, generator=g) if cfg.proprio else None)
     return batch.to(device)
 
 
@@ -111,7 +112,8 @@ def bench_replan(model, n: int, conditioned: bool, device, bf16: bool, repeats: 
         with torch.no_grad(), bf16_autocast(device, bf16):
             codes = model.vq.encode(vq_pixels(frames, cfg.vq.image_size)).repeat(1, cfg.num_views)
             scene = clip_pixels(frames, cfg.vision_image_size) if conditioned else None
-            inputs = RobotBatch(base.instruction_ids, codes, scene_pixels=scene, description_ids=base.description_ids)
+            inputs = RobotBatch(base.instruction_ids, codes, scene_pixels=scene, description_ids=base.description_ids,
+                                robot_obs=base.robot_obs)
             return model.predict(inputs, bf16=bf16).actions
 
     return timed(replan, device, repeats)

@@ -104,13 +104,14 @@ def replan_latency(env_cfg: EnvConfig, folder: Path, precision: str, repeats: in
     """Mean ms of one replan (B = 1, description included once) in `precision`, one torch thread."""
     engine = load_inference(folder, precision=precision)
     env = make_env(env_cfg)
-    frame = env.get_obs()["rgb_obs"]["rgb_static"][None]
+    obs = env.get_obs()
+    frame, state = obs["rgb_obs"]["rgb_static"][None], obs["robot_obs"][None]
     env.close()
     goal = next(iter(load_eval_instructions().values()))
-    description = engine.plan(PlanRequest([goal], frame, None, [None], [False])).descriptions
+    description = engine.plan(PlanRequest([goal], frame, None, [None], [False], state)).descriptions
     begin = time.perf_counter()
     for _ in range(repeats):
-        engine.plan(PlanRequest([goal], frame, None, description, [False]))
+        engine.plan(PlanRequest([goal], frame, None, description, [False], state))
     return (time.perf_counter() - begin) / repeats * 1000
 
 

@@ -53,6 +53,8 @@ class RobotCollator:
         if "actions" in first:
             batch.actions = _stack(samples, "actions", torch.float32)
             batch.action_mask = _stack(samples, "action_mask", torch.bool)
+        if "robot_obs" in first:
+            batch.robot_obs = _stack(samples, "robot_obs", torch.float32)
         if "scene_image" in first:
             frames = torch.from_numpy(decode_images(s["scene_image"] for s in samples))
             batch.scene_pixels = clip_pixels(frames, self.model.vision_image_size)

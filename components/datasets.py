@@ -6,7 +6,8 @@ A robot sample is one frame t of a language window [start, end] (UP-VLA's DataPr
 * `future_codes`: the codes of frame min(t + delta_t, end), the future clamped to the window's end;
 * `actions` (k, 7): actions t .. t+k-1; steps past the window's end (or without a recorded action) are
   padded as the reference does (zero pose, the last valid gripper repeated) and False in `action_mask`;
-* `instruction`, and with the MMU-conditioned prompt the ground-truth `description` and the scene image.
+* `instruction`, and with the MMU-conditioned prompt the ground-truth `description` and the scene image;
+* `robot_obs` (15,): the frame's CALVIN robot_obs, with `model.proprio` (read from the ingested frames table).
 What a loss with weight 0 does not need is never loaded (no future codes, no actions, no scene images).
 
 An MMU sample is one VQA row: the image (CLIP-normalised) and the conversation tokenised with labels on
@@ -35,6 +36,7 @@ from components.conversation import conversation_ids
 from components.tables import FRAMES, VQA, WINDOWS, LazyBlobs, decode_image, read_table
 from model.batches import clip_pixels
 from model.config import ModelConfig
+from model.proprio import ROBOT_OBS_DIM, proprio_features
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,17 @@ class RobotSpec:
     with_future: bool
     with_actions: bool
     with_scene: bool
+    with_proprio: bool = False
 
     @classmethod
     def of(cls, model: ModelConfig, *, lambda_pre: float, lambda_act: float, mmu_condition: bool) -> RobotSpec:
-        """The spec of a training stage: future codes iff λ_PRE > 0, actions iff λ_ACT > 0."""
+        """The spec of a training stage.
+
+        Future codes iff λ_PRE > 0, actions iff λ_ACT > 0, robot_obs iff actions are trained and the model
+        reads proprioception (`model.proprio`).
+        """
         return cls(model.num_views, model.vq.tokens_per_image, model.delta_t, model.chunk_len,
-                   lambda_pre > 0, lambda_act > 0, mmu_condition)
+                   lambda_pre > 0, lambda_act > 0, mmu_condition, model.proprio and lambda_act > 0)
 
 
 def frame_keys(table: pa.Table, datasets: Sequence[str], step: str = "step") -> np.ndarray:
@@ -95,6 +102,8 @@ class RobotDataset(Dataset):
         if len(np.unique(self.keys)) != len(self.keys):
             raise ValueError(f"{tokens_dir / FRAMES}: a frame appears twice")
         self._load_frames(frames, tokens_dir / FRAMES)
+        if self.spec.with_proprio:
+            self._load_robot_obs(ingested_dir / FRAMES, where)
         windows = read_table(ingested_dir / WINDOWS, filters=where)
         if windows.num_rows == 0:
             raise ValueError(f"{ingested_dir / WINDOWS}: no language windows of {self.sources} in split {split!r}")
@@ -122,6 +131,24 @@ class RobotDataset(Dataset):
             self.descriptions = frames.column("description").combine_chunks()
             self.positions = frames.column("position").to_numpy()
             self.scene_images = LazyBlobs(folder, "scene_image")
+
+    def _load_robot_obs(self, folder: Path, where: pc.Expression) -> None:
+        """(n, 15) robot_obs of the tokens table's frames, from the ingested frames table (same frames)."""
+        table = read_table(folder, columns=["dataset", "split", "episode", "step", "robot_obs"], filters=where)
+        keys = frame_keys(table, self.sources)
+        order = np.argsort(keys, kind="stable")
+        if not np.array_equal(keys[order], self.keys):
+            raise ValueError(f"{folder}: its frames of {self.sources} differ from the tokens table's "
+                             "(re-run the tokenize stage)")
+        column = table.column("robot_obs").take(order)
+        if column.null_count:
+            raise ValueError(f"{folder}: robot_obs is missing in {column.null_count} frames of {self.sources}; "
+                             "model.proprio needs it in every frame")
+        lengths = set(pc.list_value_length(column).to_numpy(zero_copy_only=False).tolist())
+        if lengths != {ROBOT_OBS_DIM}:
+            raise ValueError(f"{folder}: robot_obs of {self.sources} has {sorted(lengths)} values per frame; "
+                             f"model.proprio reads CALVIN's {ROBOT_OBS_DIM} (Bridge's 7-D state is another layout)")
+        self.robot_obs, _ = list_matrix(column, ROBOT_OBS_DIM, "robot_obs")
 
     def _window_rows(self, windows: pa.Table, where: str) -> np.ndarray:
         """(W, 2) first and last table row of every window; an error when frames are missing."""
@@ -164,6 +191,16 @@ class RobotDataset(Dataset):
             raise ValueError(f"RobotDataset.pose_moments: no samples with actions in {self.sources}")
         return pose.mean(axis=0), (pose**2).mean(axis=0)
 
+    def proprio_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature mean and mean square (float64) of the proprioception features of every sample's frame."""
+        if not self.spec.with_proprio:
+            raise ValueError("RobotDataset.proprio_moments: the dataset was built without robot_obs")
+        rows = np.unique(self.sample_row)
+        if len(rows) == 0:
+            raise ValueError(f"RobotDataset.proprio_moments: no samples in {self.sources}")
+        features = proprio_features(torch.from_numpy(self.robot_obs[rows])).double().numpy()
+        return features.mean(axis=0), (features**2).mean(axis=0)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         """One sample: numpy arrays and strings (see the module docstring); `RobotCollator` batches them."""
         w, row = int(self.sample_window[i]), int(self.sample_row[i])
@@ -176,6 +213,8 @@ class RobotDataset(Dataset):
         if self.spec.with_scene:
             sample["description"] = self.descriptions[row].as_py()
             sample["scene_image"] = self.scene_images[int(self.positions[row])]
+        if self.spec.with_proprio:
+            sample["robot_obs"] = self.robot_obs[row]
         return sample
 
     def _chunk(self, row: int, last: int) -> tuple[np.ndarray, np.ndarray]:

@@ -59,7 +59,7 @@ def prediction_grid(model: VLAModel, batch: RobotBatch, *, bf16: bool = True, ma
     inputs = RobotBatch(batch.instruction_ids[:n], batch.current_codes[:n],
                         scene_pixels=None if batch.scene_pixels is None else batch.scene_pixels[:n],
                         description_ids=None if batch.description_ids is None else batch.description_ids[:n])
-    predicted = model.predict(inputs, bf16=bf16).future_codes
+    predicted = model.predict(inputs, bf16=bf16, with_actions=False).future_codes
     columns = [model.decode_codes(codes) for codes in (inputs.current_codes, predicted, batch.future_codes[:n])]
     pictures = [to_uint8(images) for images in columns]  # each (n, V, S, S, 3)
     rows = [[np.concatenate(list(pictures[c][i]), axis=0) for c in range(3)] for i in range(n)]

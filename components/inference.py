@@ -127,13 +127,14 @@ class InferenceServer:
 
 def merge_requests(requests: Sequence[PlanRequest]) -> PlanRequest:
     """Concatenate the rows of several requests (same camera sizes) into one."""
-    grippers = [r.gripper for r in requests]
+    grippers, states = [r.gripper for r in requests], [r.robot_obs for r in requests]
     return PlanRequest(
         goals=[g for r in requests for g in r.goals],
         static=np.concatenate([r.static for r in requests]),
         gripper=None if any(g is None for g in grippers) else np.concatenate(grippers),
         descriptions=[d for r in requests for d in r.descriptions],
-        previews=[p for r in requests for p in r.previews])
+        previews=[p for r in requests for p in r.previews],
+        robot_obs=None if any(s is None for s in states) else np.concatenate(states))
 
 
 def split_reply(reply: PlanReply, sizes: Sequence[int]) -> list[PlanReply]:

@@ -96,6 +96,7 @@ class PlanRequest:
         gripper: (B, h, w, 3) uint8 gripper camera frames (needed when the model reads two views).
         descriptions: per row, the subtask's description ids, or None to generate one from this frame.
         previews: per row, whether to decode the predicted future frame (videos only; costs a VQ decode).
+        robot_obs: (B, 15) CALVIN robot_obs (needed when the model reads proprioception, `model.proprio`).
     """
 
     goals: list[str]
@@ -103,6 +104,7 @@ class PlanRequest:
     gripper: np.ndarray | None
     descriptions: list[list[int] | None]
     previews: list[bool]
+    robot_obs: np.ndarray | None = None
 
 
 @dataclass
@@ -159,7 +161,8 @@ class VLAInference:
         instructions = pad_ids([self.tokenize(g) for g in request.goals], self.layout.pad_id, self.cfg.max_text_len)
         batch = RobotBatch(instructions.to(self.device), self._encode(static, request.gripper),
                            scene_pixels=scene_pixels,
-                           description_ids=None if description_ids is None else description_ids.to(self.device))
+                           description_ids=None if description_ids is None else description_ids.to(self.device),
+                           robot_obs=self._robot_obs(request.robot_obs))
         prediction = self.model.predict(batch, bf16=self.bf16)
         previews: list[np.ndarray | None] = [None] * len(request.goals)
         for row in (i for i, wanted in enumerate(request.previews) if wanted):
@@ -177,6 +180,13 @@ class VLAInference:
             for row, ids in zip(rows, generated.tolist(), strict=True):
                 descriptions[row] = [t for t in ids if t != self.layout.pad_id]
         return descriptions
+
+    def _robot_obs(self, robot_obs: np.ndarray | None) -> torch.Tensor | None:
+        if not self.cfg.proprio:
+            return None
+        if robot_obs is None:
+            raise ValueError("the model reads proprioception (model.proprio = true); the request has no robot_obs")
+        return torch.from_numpy(np.asarray(robot_obs, dtype=np.float32)).to(self.device)
 
     def _encode(self, static: torch.Tensor, gripper: np.ndarray | None) -> torch.Tensor:
         """(B, V*N) VQ codes of the current views (static, then gripper)."""
@@ -235,9 +245,11 @@ class ChunkedPolicy:
         if any("rgb_static" not in r for r in rgb):
             raise ValueError("observation has no rgb_obs.rgb_static: the policy needs an env built with cameras")
         gripper = np.stack([r["rgb_gripper"] for r in rgb]) if all("rgb_gripper" in r for r in rgb) else None
+        has_state = all("robot_obs" in obs for obs in observations)
         reply = self.engine.plan(PlanRequest(
             goals=[self._goals[s] for s in slots], static=np.stack([r["rgb_static"] for r in rgb]), gripper=gripper,
-            descriptions=[self._descriptions[s] for s in slots], previews=[self._watched[s] for s in slots]))
+            descriptions=[self._descriptions[s] for s in slots], previews=[self._watched[s] for s in slots],
+            robot_obs=np.stack([obs["robot_obs"] for obs in observations]) if has_state else None))
         for i, slot in enumerate(slots):
             self._descriptions[slot] = reply.descriptions[i]
             self._chunks[slot].extend(np.asarray(a, dtype=np.float64) for a in reply.actions[i])

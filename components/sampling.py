@@ -38,6 +38,8 @@ from model.vocab import TokenLayout
 
 # smallest pose std used for standardisation (CALVIN's rel_actions dimensions: 0.13-0.31)
 POSE_STD_FLOOR = 1e-2
+# smallest proprioception feature std (a feature that never changes, e.g. the sine of a fixed roll)
+PROPRIO_STD_FLOOR = 1e-2
 
 
 class MixingSampler(Sampler[int]):
@@ -97,11 +99,21 @@ class TrainBatches:
         Sources are weighted by their mixing weights; std is at least `min_std` so a constant dimension
         stays finite.
         """
+        return self._mixed_moments("pose_stats", lambda s: s.pose_moments(), min_std)
+
+    def proprio_stats(self, min_std: float = PROPRIO_STD_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature mean and std (float32) of the proprioception features (model/proprio.py) as drawn.
+
+        Weighted by the mixing weights like `pose_stats`; std at least `min_std`.
+        """
+        return self._mixed_moments("proprio_stats", lambda s: s.proprio_moments(), min_std)
+
+    def _mixed_moments(self, name: str, moments_of, min_std: float) -> tuple[np.ndarray, np.ndarray]:
         loader = self.loaders["robot"]
         if loader is None:
-            raise ValueError("TrainBatches.pose_stats: the stage loads no robot data")
+            raise ValueError(f"TrainBatches.{name}: the stage loads no robot data")
         sets, probs = loader.dataset.datasets, loader.sampler.probs
-        moments = [s.pose_moments() for s in sets]
+        moments = [moments_of(s) for s in sets]
         mean = sum(p * m for p, (m, _) in zip(probs, moments, strict=True))
         square = sum(p * q for p, (_, q) in zip(probs, moments, strict=True))
         std = np.sqrt(np.maximum(square - mean**2, 0.0))

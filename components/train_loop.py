@@ -62,15 +62,15 @@ def loss_weights(cfg: TrainConfig) -> LossWeights:
 def freeze_unused(model: VLAModel, job: TrainJob) -> list[str]:
     """Freeze the modules this stage's terms never reach; returns their names.
 
-    The MAP head without L_ACT (stage 1); the vision tower and projector without MMU data and without the
-    L' prompt (no_mmu, phi_no_mmu). Frozen, they stay out of the optimiser (no moments, no weight decay,
-    nothing to restore) and every remaining parameter gets a gradient every step, so DDP needs no search
-    for unused parameters.
+    The MAP head and the proprioception encoder without L_ACT (stage 1); the vision tower and projector
+    without MMU data and without the L' prompt (no_mmu, phi_no_mmu). Frozen, they stay out of the optimiser
+    (no moments, no weight decay, nothing to restore) and every remaining parameter gets a gradient every
+    step, so DDP needs no search for unused parameters.
     """
     weights = loss_weights(job.train)
     frozen = []
-    if weights.act == 0 and model.action_head is not None:
-        frozen.append("action_head")
+    if weights.act == 0:
+        frozen += [name for name in ("action_head", "proprio") if getattr(model, name) is not None]
     if weights.mmu == 0 and not job.train.mmu_condition:
         frozen += ["vision", "projector"]
     for name in frozen:
@@ -112,6 +112,21 @@ def set_action_stats(job: TrainJob, session: TrainSession, model: VLAModel, stre
     model.set_action_stats(torch.from_numpy(mean), torch.from_numpy(std))
     if session.rank == 0:
         job.log.log_params({f"{job.stage}/action_{name}_{i}": round(float(v), 5)
+                            for name, values in (("mean", mean), ("std", std)) for i, v in enumerate(values)})
+
+
+def set_proprio_stats(job: TrainJob, session: TrainSession, model: VLAModel, stream: TrainStream) -> None:
+    """Standardise the proprioception features by this stage's robot data (`model.proprio`, λ_ACT > 0).
+
+    As for the pose: every rank computes the same values, a resume restores them with the weights.
+    Logged as `<stage>/proprio_mean_i`, `proprio_std_i`.
+    """
+    if not (job.model.proprio and loss_weights(job.train).act > 0):
+        return
+    mean, std = stream.batches.proprio_stats()
+    model.set_proprio_stats(torch.from_numpy(mean), torch.from_numpy(std))
+    if session.rank == 0:
+        job.log.log_params({f"{job.stage}/proprio_{name}_{i}": round(float(v), 5)
                             for name, values in (("mean", mean), ("std", std)) for i, v in enumerate(values)})
 
 
@@ -185,6 +200,7 @@ def train_worker(job: TrainJob, session: TrainSession) -> None:
     stream = make_train_stream(job.train, job.model, job.inputs, model.text_tokenizer, seed=job.seed,
                                rank=session.rank, world_size=session.world_size)
     set_action_stats(job, session, model, stream)
+    set_proprio_stats(job, session, model, stream)
     plain = meta_copy(model)
     freeze_unused(model, job)
     wrapped = distribute(model.to(device).train(), job.strategy, device)

@@ -44,6 +44,8 @@ class RobotBatch:
             the MMU-conditioned prompt (the paper's L'). None = the plain prompt L.
         description_ids: (B, Ld) long scene description, [PAD]-padded (no eos): the ground truth in
             training, `VLAModel.generate_description` at inference.
+        robot_obs: (B, 15) float CALVIN robot_obs of the current frame; needed for actions when the model
+            reads proprioception (`model.proprio`).
     """
 
     instruction_ids: Tensor
@@ -53,6 +55,7 @@ class RobotBatch:
     action_mask: Tensor | None = None
     scene_pixels: Tensor | None = None
     description_ids: Tensor | None = None
+    robot_obs: Tensor | None = None
 
     def __post_init__(self) -> None:
         if (self.scene_pixels is None) != (self.description_ids is None):
@@ -105,12 +108,13 @@ class Prediction:
     """One replan for a batch of environments.
 
     Attributes:
-        actions: (B, k, 7) CALVIN relative actions: pose in [-1, 1], gripper in {-1, 1}.
+        actions: (B, k, 7) CALVIN relative actions: pose in [-1, 1], gripper in {-1, 1}; None when
+            only the future frame was asked for.
         future_codes: (B, V*N) long predicted codes of the frame delta_t ahead.
         future_images: (B, V, 3, S, S) in [-1, 1], only when decoding was asked for.
     """
 
-    actions: Tensor
+    actions: Tensor | None
     future_codes: Tensor
     future_images: Tensor | None = None
 

@@ -109,6 +109,9 @@ class ModelConfig:
     # the checkpoint). The reference regresses raw CALVIN rel_actions (std 0.13-0.31): their MSE is then too
     # small beside the gripper BCE and the CE terms for the backbone to learn the pose
     normalize_actions: bool
+    # the action queries also read the robot's proprioception (CALVIN robot_obs through a small MLP, added to
+    # each query's embedding; model/proprio.py). UP-VLA has none
+    proprio: bool
     # longest instruction in text tokens
     max_text_len: int = _f(ge=1)
     # longest scene description (MMU-conditioned prompt), text tokens; also the generation budget

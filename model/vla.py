@@ -7,6 +7,7 @@ Sequences (columns fixed per batch; [PAD]s inside text segments are masked out, 
     actions:  <|act|> x k (MAP head)   |   <|act|> bin_1 .. bin_{7k-1} (RT-2 head, teacher forcing)
 
 Brackets are bidirectional image blocks. The optional part is the paper's MMU-conditioned prompt L'.
+With `model.proprio` the embedding of the robot state (model/proprio.py) is added to every `<|act|>`.
 PRE logits are read at the current frame's code positions and trained on the future frame's codes.
 
     model = VLAModel(cfg)                                   # random init; VLAModel.build(...) loads folders
@@ -29,6 +30,7 @@ from model.generation import decode_action_bins, generate_text
 from model.heads import ActionBinner, MAPHead, actions_from_outputs
 from model.losses import LossWeights, action_loss, action_token_loss, future_image_loss, understanding_loss
 from model.pretrained import PretrainedMixin
+from model.proprio import ProprioEncoder
 from model.sequences import PackedSequence, Segment, pack
 from model.vocab import TokenLayout
 from model.vq_tokenizer import VQTokenizer
@@ -61,6 +63,7 @@ class VLAModel(PretrainedMixin, nn.Module):
         self.action_head = (MAPHead(cfg.hidden_size, cfg.map_heads, cfg.chunk_len, cfg.action_dim)
                             if cfg.action_head == "map" else None)
         self.binner = ActionBinner(cfg.action_bins)
+        self.proprio = ProprioEncoder(cfg.hidden_size) if cfg.proprio else None
         # per-dimension pose statistics of the training data (`normalize_actions`); identity until
         # `set_action_stats`, saved with the weights so inference de-standardises with the same values
         self.register_buffer("action_mean", torch.zeros(cfg.action_dim - 1))
@@ -75,6 +78,12 @@ class VLAModel(PretrainedMixin, nn.Module):
             self.vision.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
 
     # ----------------------------------------------------------------- pieces
+
+    def set_proprio_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Store the training data's per-feature proprioception mean and std (`model.proprio`; (18,) each)."""
+        if self.proprio is None:
+            raise ValueError("set_proprio_stats: the model reads no proprioception (model.proprio is false)")
+        self.proprio.set_stats(mean, std)
 
     def set_action_stats(self, mean: Tensor, std: Tensor) -> None:
         """Store the training data's per-dimension pose mean and std ((action_dim - 1,) each, std > 0)."""
@@ -152,8 +161,24 @@ class VLAModel(PretrainedMixin, nn.Module):
         segments.append(self._tokens("instruction", batch.instruction_ids))
         segments.append(self._image_block("image", self.embed(codes + self.layout.code_offset)))
         if action_ids is not None:
-            segments.append(self._tokens("actions", action_ids))
+            segments.append(self._action_segment(batch, action_ids))
         return pack(segments)
+
+    def _action_segment(self, batch: RobotBatch, action_ids: Tensor) -> Segment:
+        """The tokens after the image block; with `model.proprio` the state embedding is added to each <|act|>."""
+        segment = self._tokens("actions", action_ids)
+        if self.proprio is None:
+            return segment
+        if batch.robot_obs is None:
+            raise ValueError("RobotBatch.robot_obs: required for actions, the model reads proprioception "
+                             "(model.proprio = true)")
+        if batch.robot_obs.shape[0] != action_ids.shape[0]:
+            raise ValueError(f"RobotBatch.robot_obs: {batch.robot_obs.shape[0]} rows for a batch of "
+                             f"{action_ids.shape[0]}")
+        state = self.proprio(batch.robot_obs)[:, None]
+        is_query = (action_ids == self.layout.act_id)[..., None]
+        segment.embeds = segment.embeds + is_query * state.to(segment.embeds.dtype)
+        return segment
 
     def mmu_sequence(self, pixel_values: Tensor, text_ids: Tensor) -> PackedSequence:
         """Pack an understanding sequence: <|mmu|>, the CLIP image block, the right-padded text."""
@@ -262,17 +287,24 @@ class VLAModel(PretrainedMixin, nn.Module):
     # ----------------------------------------------------------------- inference
 
     @torch.no_grad()
-    def predict(self, inputs: RobotBatch, *, decode_images: bool = False, bf16: bool = True) -> Prediction:
+    def predict(self, inputs: RobotBatch, *, decode_images: bool = False, bf16: bool = True,
+                with_actions: bool = True) -> Prediction:
         """One replan for B environments: the action chunk and the predicted future-frame codes.
 
         Args:
-            inputs: instruction, current codes and (for the MMU-conditioned prompt) scene pixels + description.
+            inputs: instruction, current codes, (for the MMU-conditioned prompt) scene pixels + description,
+                and (with `model.proprio`) robot_obs.
             decode_images: also decode the predicted codes to pixels (visualisation only; costs a VQ decode).
             bf16: run under bf16 autocast where supported.
+            with_actions: False = the future frame only (`actions` None): the image rows never see the
+                action tokens, so the codes are those of the full forward.
         """
         device = inputs.current_codes.device
         with bf16_autocast(device, bf16):
-            if self.action_head is not None:
+            if not with_actions:
+                seq = self.robot_sequence(inputs, None)
+                hidden, actions = self.run_backbone(seq), None
+            elif self.action_head is not None:
                 seq = self.robot_sequence(inputs, self.action_query_ids(inputs.current_codes.shape[0], device))
                 hidden = self.run_backbone(seq)
                 actions = actions_from_outputs(self.head_actions(hidden[:, seq.spans["actions"]]))
@@ -282,7 +314,8 @@ class VLAModel(PretrainedMixin, nn.Module):
             image = hidden[:, seq.spans["image"]][:, 1:-1]
             codes = self.logits(image, self.layout.code_slice).argmax(dim=-1)
         images = self.decode_codes(codes) if decode_images else None
-        return Prediction(actions=actions.float(), future_codes=codes, future_images=images)
+        return Prediction(actions=None if actions is None else actions.float(), future_codes=codes,
+                          future_images=images)
 
     @torch.no_grad()
     def decode_codes(self, codes: Tensor) -> Tensor:

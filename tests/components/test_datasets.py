@@ -98,6 +98,35 @@ def test_two_views_concatenate_static_then_gripper(pipeline_data, ray_session, t
     assert (1, tuple(bridge + bridge)) in got  # one camera: the static view stands in for the gripper view
 
 
+def test_robot_obs_come_from_the_ingested_frames_and_reach_the_batch(pipeline_data, tok):
+    ds = RobotDataset(pipeline_data.tokens, pipeline_data.ingested, spec(pipeline_data, with_proprio=True),
+                      sources=("calvin",))
+    ingested = {(r["dataset"], r["split"], r["episode"], r["step"]): r["robot_obs"]
+                for r in read_table(pipeline_data.ingested / "frames").to_pylist()}
+    for i in (0, len(ds) // 2, len(ds) - 1):
+        row = int(ds.sample_row[i])
+        key = ("calvin", "training", int((ds.keys[row] >> 24) & 0xFFFFFF), int(ds.keys[row] & 0xFFFFFF))
+        np.testing.assert_allclose(ds[i]["robot_obs"], ingested[key])
+    layout = TokenLayout.from_config(pipeline_data.cfg.model, tok.eos_token_id)
+    batch = RobotCollator(tok, layout, pipeline_data.cfg.model)([ds[0], ds[1]])
+    assert batch.robot_obs.shape == (2, 15) and batch.robot_obs.dtype == torch.float32
+    assert "robot_obs" not in RobotDataset(pipeline_data.tokens, pipeline_data.ingested, spec(pipeline_data),
+                                           sources=("calvin",))[0]
+
+
+def test_proprio_refuses_bridges_other_state_layout(pipeline_data):
+    with pytest.raises(ValueError, match=r"robot_obs of \('bridge',\) has \[7\] values"):
+        RobotDataset(pipeline_data.tokens, pipeline_data.ingested, spec(pipeline_data, with_proprio=True),
+                     sources=("bridge",))
+
+
+def test_proprio_is_read_only_when_actions_are_trained(pipeline_data):
+    model = dataclasses.replace(pipeline_data.cfg.model, proprio=True)
+    assert RobotSpec.of(model, lambda_pre=1.0, lambda_act=1.0, mmu_condition=False).with_proprio
+    assert not RobotSpec.of(model, lambda_pre=1.0, lambda_act=0.0, mmu_condition=False).with_proprio
+    assert not spec(pipeline_data).with_proprio  # model.proprio off
+
+
 def test_mmu_labels_train_the_answers_only(pipeline_data, tok):
     layout = TokenLayout.from_config(pipeline_data.cfg.model, tok.eos_token_id)
     ds = MMUDataset(pipeline_data.ingested, tok, eos_id=layout.eos_id,

@@ -92,6 +92,17 @@ def test_unconditioned_checkpoint_generates_no_description(tmp_path, observation
     assert reply.previews[0].shape == (32, 32, 3) and reply.previews[0].dtype == np.uint8  # decoded future frame
 
 
+def test_a_proprio_checkpoint_reads_the_observations_robot_obs(tmp_path, observations):
+    obs, goals = observations
+    folder = write_tiny_checkpoint(tmp_path / "proprio", proprio=True)
+    engine = CountingEngine(load_inference(folder))
+    UPVLAPolicy(engine).step(obs[0], goals[0])
+    np.testing.assert_array_equal(engine.requests[0].robot_obs, obs[0]["robot_obs"][None])
+    frame = obs[0]["rgb_obs"]["rgb_static"][None]
+    with pytest.raises(ValueError, match="model.proprio = true"):
+        engine.plan(PlanRequest([goals[0]], frame, None, [None], [False]))
+
+
 def test_policy_runs_calvins_loop_on_the_simulator(checkpoint):
     chain = get_sequences(1000)[0]
     with PlayTableEnv("D") as env:

@@ -69,6 +69,18 @@ def test_a_short_tune_from_stage_one_lowers_every_active_loss(pipeline_data, pre
     assert torch.equal(VLAModel.from_pretrained(init).action_std, torch.ones(6))
 
 
+def test_a_proprio_tune_standardises_the_state_by_its_data_and_trains_the_encoder(pipeline_data, tmp_path):
+    cfg = tiny_config("tune", steps=4, **{"model.proprio": True, "tune.init_from": "backbone"})
+    session = run_local(cfg, "tune", tiny_inputs(pipeline_data, None), tmp_path)
+    tuned = VLAModel.from_pretrained(session.complete_checkpoints()[-1] / "model")
+    data = make_train_batches(cfg.tune, cfg.model, tokens_dir=pipeline_data.tokens,
+                              ingested_dir=pipeline_data.ingested, text_tokenizer=tuned.text_tokenizer)
+    mean, std = data.proprio_stats()
+    torch.testing.assert_close(tuned.proprio.mean, torch.from_numpy(mean))
+    torch.testing.assert_close(tuned.proprio.std, torch.from_numpy(std))
+    assert tuned.proprio.mlp[2].weight.abs().sum() > 0  # left its zero start
+
+
 def test_resume_after_a_kill_ends_with_the_parameters_of_an_uninterrupted_run(pipeline_data, tmp_path):
     steps = 24
     cfg = tiny_config("pretrain", steps=steps)

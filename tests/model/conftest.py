@@ -19,7 +19,7 @@ TINY = ModelConfig(
     vision_feature_layer=-1, freeze_vision=False,
     vq=VQConfig(image_size=32, downsample=8, codebook_bits=6, base_channels=8, num_res_blocks=1),
     num_views=1, chunk_len=4, delta_t=4, action_dim=7, action_head="map", action_bins=32, map_heads=2,
-    normalize_actions=True,
+    normalize_actions=True, proprio=False,
     max_text_len=16, max_description_len=12,
 )
 
