@@ -33,9 +33,9 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from components.config import ProjectConfig, load_config  # noqa: E402
+from components.conversation import DESCRIBE_PROMPT  # noqa: E402
 from components.inference import InferenceServer, LocalVLAFactory, SharedVLAFactory  # noqa: E402
 from components.policy import (  # noqa: E402
-    DESCRIPTION_PROMPT,
     PlanRequest,
     PolicySettings,
     UPVLAPolicy,
@@ -55,7 +55,7 @@ from model.vocab import build_text_tokenizer  # noqa: E402
 
 def write_checkpoint(cfg: ProjectConfig, folder: Path) -> Path:
     """The CPU default model (random weights) with a tokenizer of the evaluation sentences, MMU-conditioned."""
-    texts = [*load_eval_instructions().values(), DESCRIPTION_PROMPT]
+    texts = [*load_eval_instructions().values(), DESCRIBE_PROMPT]
     torch.manual_seed(0)
     model = VLAModel.build(cfg.model, text_tokenizer=build_text_tokenizer(texts, cfg.model.text_vocab_size))
     model.save_pretrained(folder)

@@ -2,7 +2,7 @@
 
 Instructions and descriptions are the text tokenizer's ids without special tokens, right-padded with
 `[PAD]`; a text longer than its budget (model.max_text_len / max_description_len) is an error naming
-it, never silently cut. The policy (issue 8) tokenises instructions with the same `text_ids`. A
+it, never silently cut. The policy tokenises instructions the same way (`conversation.encode_text`). A
 description is tokenised as the MMU path generates it after "... ASSISTANT:" (`answer_text`: with its
 leading space), so the ground truth of training and the generated text of inference are the same ids.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from components.conversation import answer_text
+from components.conversation import answer_text, encode_text
 from components.tables import decode_images
 from model.batches import IGNORE, MMUBatch, RobotBatch, clip_pixels, pad_ids
 from model.config import ModelConfig
@@ -28,7 +28,7 @@ def text_ids(tokenizer: Any, texts: Sequence[str], max_len: int, pad_id: int, ke
     Raises:
         ValueError: a text needs more than `max_len` tokens (`key` names the budget).
     """
-    ids = tokenizer(list(texts), add_special_tokens=False).input_ids
+    ids = [encode_text(tokenizer, text) for text in texts]
     for text, seq in zip(texts, ids, strict=True):
         if len(seq) > max_len:
             raise ValueError(f"{key}: {text[:80]!r} has {len(seq)} tokens, more than {max_len}")

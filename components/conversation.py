@@ -2,9 +2,10 @@
 
 LLaVA's `conv_phi_v0` style, as UP-VLA trains it: each turn is "USER: <question> ASSISTANT: <answer><eos>";
 only the answers and their eos are trained. The image is not in the text: the model puts the CLIP
-block before it (model/vla.py). To generate a scene description at inference, feed
-`prompt_text(DESCRIBE_QUESTION)` as `VLAModel.generate_description`'s prompt, the same words the
-LLaVA-format "describe the scene" samples ask.
+block before it (model/vla.py). The scene description of the MMU-conditioned prompt (the paper's L')
+is generated after `DESCRIBE_PROMPT`, i.e. `prompt_text(DESCRIBE_QUESTION)`: the exact text the
+"describe the scene" samples of the training data are prompted with. Collect, the text tokenizer,
+training and the policy all take it from here, and every text becomes ids through `encode_text`.
 
     ids, labels = conversation_ids(tokenizer, ["What is on the table?"], ["A red block."], eos_id, 200)
 """
@@ -23,6 +24,15 @@ DESCRIBE_QUESTION = "Describe the scene."
 def prompt_text(question: str, first: bool = True) -> str:
     """The untrained part of a turn: "USER: q ASSISTANT:" (later turns start with a space)."""
     return f"{'' if first else ' '}USER: {question} ASSISTANT:"
+
+
+# what the model reads before it writes a scene description, in training and at inference
+DESCRIBE_PROMPT = prompt_text(DESCRIBE_QUESTION)
+
+
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """The ids of `text` as the model reads it: the tokenizer's raw ids, no special tokens added."""
+    return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 
 def answer_text(answer: str) -> str:
@@ -52,8 +62,8 @@ def conversation_ids(tokenizer: Any, questions: Sequence[str], answers: Sequence
     ids: list[int] = []
     labels: list[int] = []
     for i, (q, a) in enumerate(zip(questions, answers, strict=True)):
-        prompt = tokenizer(prompt_text(q, first=i == 0), add_special_tokens=False).input_ids
-        answer = [*tokenizer(answer_text(a), add_special_tokens=False).input_ids, eos_id]
+        prompt = encode_text(tokenizer, prompt_text(q, first=i == 0))
+        answer = [*encode_text(tokenizer, answer_text(a)), eos_id]
         ids += prompt + answer
         labels += [IGNORE] * len(prompt) + answer
     ids, labels = ids[:max_len], labels[:max_len]

@@ -2,7 +2,7 @@ r"""Visual question answering in LLaVA-665k's format, every answer read off the 
 
 Each image is a training scene reset to one of CALVIN's symbolic start states (random spots), then
 half the time advanced by one expert task (so blocks sit in the drawer, on the shelf, stacked or
-in the gripper), rendered by the static camera. Its conversation starts with "Describe the scene."
+in the gripper), rendered by the static camera. Its conversation starts with `DESCRIBE_QUESTION`
 answered by `envs.describe.describe_scene` (the MMU-conditioned prompt's target) and adds
 `questions` random questions about block places, colours, left/right, drawer, door and lights.
 
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from components.conversation import DESCRIBE_QUESTION
 from envs.describe import block_places, describe_scene
 from envs.experts.play import PlaySession
 from envs.playtable import PlayTableEnv
@@ -76,7 +77,7 @@ def conversation(scene_obs: np.ndarray, robot_obs: np.ndarray, scene: str, quest
     """LLaVA turns: the description first (with the `<image>` placeholder), then sampled questions."""
     bank = question_bank(scene_obs, robot_obs, scene)
     picked = rng.choice(len(bank), size=min(questions, len(bank)), replace=False)
-    turns = [("<image>\nDescribe the scene.", describe_scene(scene_obs, scene, robot_obs))]
+    turns = [(f"<image>\n{DESCRIBE_QUESTION}", describe_scene(scene_obs, scene, robot_obs))]
     turns += [bank[i] for i in picked]
     return [{"from": who, "value": text} for q, a in turns for who, text in (("human", q), ("gpt", a))]
 

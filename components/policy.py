@@ -35,13 +35,17 @@ import numpy as np
 import torch
 
 from components.checkpoint_refs import resolve_checkpoint
+from components.conversation import DESCRIBE_PROMPT, DESCRIBE_QUESTION, encode_text, prompt_text
 from envs.base import Observation
 from model.batches import RobotBatch, clip_pixels, pad_ids, vq_pixels
+from model.pretrained import TOKENIZER_DIR
 from model.vla import VLAModel
 
 POLICY_FILE = "policy.json"
-# The MMU question whose answer is the scene description of the MMU-conditioned prompt.
-DESCRIPTION_PROMPT = "Describe the scene."
+# policy.json's format. Version 1 (no "version" key) stored the bare question "Describe the scene." as the
+# description prompt, which no model was ever trained on (training prompts "USER: <question> ASSISTANT:");
+# version 2 stores the trained prompt's text and its exact ids.
+POLICY_VERSION = 2
 Precision = Literal["bf16", "fp32"]
 
 
@@ -51,28 +55,68 @@ class PolicySettings:
 
     # the action prompt carries CLIP tokens + a generated scene description (trained with tune.mmu_condition)
     mmu_condition: bool
-    # the MMU question answered by the scene description
-    description_prompt: str = DESCRIPTION_PROMPT
+    # the text the scene description is generated after: the MMU training data's describe prompt
+    description_prompt: str = DESCRIBE_PROMPT
+    # its ids under the checkpoint's text tokenizer, as trained (None: encode `description_prompt`)
+    description_prompt_ids: tuple[int, ...] | None = None
+
+    def prompt_ids(self, tokenizer: Any) -> list[int]:
+        """The description prompt's ids; stored ids must be what `tokenizer` makes of the stored text."""
+        ids = encode_text(tokenizer, self.description_prompt)
+        if self.description_prompt_ids is not None and list(self.description_prompt_ids) != ids:
+            raise ValueError(f"{POLICY_FILE}: description_prompt_ids {list(self.description_prompt_ids)} are not "
+                             f"what the checkpoint's tokenizer makes of {self.description_prompt!r} ({ids}); "
+                             "the tokenizer/ folder is not the one the model was trained with")
+        return ids
 
 
-def save_policy_settings(folder: str | Path, settings: PolicySettings) -> Path:
-    """Write `policy.json` into a checkpoint folder (call it after `VLAModel.save_pretrained`)."""
+def save_policy_settings(folder: str | Path, settings: PolicySettings, tokenizer: Any = None) -> Path:
+    """Write `policy.json` into a checkpoint folder (after `VLAModel.save_pretrained`), prompt ids included.
+
+    The ids are the description prompt under `tokenizer`, by default the checkpoint's own `tokenizer/`:
+    the one inference reads the prompt with.
+    """
+    if tokenizer is None:
+        if not (Path(folder) / TOKENIZER_DIR / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"{Path(folder) / TOKENIZER_DIR}: missing; save the model (with its text "
+                                    "tokenizer) before its policy.json")
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(Path(folder) / TOKENIZER_DIR))
     path = Path(folder) / POLICY_FILE
-    path.write_text(json.dumps({"mmu_condition": settings.mmu_condition,
-                                "description_prompt": settings.description_prompt}, indent=2))
+    path.write_text(json.dumps({"version": POLICY_VERSION, "mmu_condition": settings.mmu_condition,
+                                "description_prompt": settings.description_prompt,
+                                "description_prompt_ids": settings.prompt_ids(tokenizer)}, indent=2))
     return path
 
 
 def read_policy_settings(folder: str | Path) -> PolicySettings:
-    """Read `policy.json` of a checkpoint folder, with errors naming the file and key."""
+    """Read `policy.json` of a checkpoint folder (any version), with errors naming the file and key."""
     path = Path(folder) / POLICY_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; the checkpoint does not say how to prompt it. Write it with "
                                 "components.policy.save_policy_settings(folder, PolicySettings(mmu_condition=...))")
-    raw = json.loads(path.read_text())
-    if not isinstance(raw.get("mmu_condition"), bool) or not isinstance(raw.get("description_prompt"), str):
-        raise ValueError(f"{path}: expected {{'mmu_condition': bool, 'description_prompt': str}}, got {raw}")
-    return PolicySettings(raw["mmu_condition"], raw["description_prompt"])
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    version = raw.get("version", 1)
+    if version == 1:  # it held the bare question; every version-1 checkpoint was trained on its prompt_text
+        question = raw.get("description_prompt", DESCRIBE_QUESTION)
+        raw = {**raw, "description_prompt": prompt_text(question) if isinstance(question, str) else question,
+               "description_prompt_ids": None}
+    elif version != POLICY_VERSION:
+        raise ValueError(f"{path}: version {version!r} is not one this code reads (1..{POLICY_VERSION})")
+    ids = raw.get("description_prompt_ids")
+    for key, ok in (("mmu_condition", isinstance(raw.get("mmu_condition"), bool)),
+                    ("description_prompt", isinstance(raw.get("description_prompt"), str)),
+                    ("description_prompt_ids", ids is None and version == 1 or isinstance(ids, list)
+                     and all(isinstance(i, int) and not isinstance(i, bool) for i in ids))):
+        if not ok:
+            raise ValueError(f"{path}: key {key!r} is missing or of the wrong type, got {raw.get(key)!r}")
+    return PolicySettings(raw["mmu_condition"], raw["description_prompt"], None if ids is None else tuple(ids))
 
 
 def checkpoint_digest(folder: str | Path) -> str:
@@ -135,13 +179,13 @@ class VLAInference:
         self.model, self.settings, self.bf16 = model.eval(), settings, precision == "bf16"
         self.cfg, self.layout = model.cfg, model.layout
         self.device = next(model.parameters()).device
-        self._prompt = self.model.text_tokenizer(settings.description_prompt)["input_ids"]
+        self._prompt = settings.prompt_ids(model.text_tokenizer)
         self._instructions: dict[str, list[int]] = {}
 
     def tokenize(self, goal: str) -> list[int]:
         """Instruction ids (cached); too long an instruction is an error, never silently cut."""
         if goal not in self._instructions:
-            ids = self.model.text_tokenizer(goal)["input_ids"]
+            ids = encode_text(self.model.text_tokenizer, goal)
             if len(ids) > self.cfg.max_text_len:
                 raise ValueError(f"instruction {goal!r} has {len(ids)} tokens > model.max_text_len "
                                  f"({self.cfg.max_text_len})")

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from components.config import TokenizerConfig
-from components.conversation import DESCRIBE_QUESTION, answer_text, prompt_text
+from components.conversation import DESCRIBE_PROMPT, answer_text, prompt_text
 from components.tables import FRAMES, VQA, WINDOWS, decode_image, part_files, read_table
 from components.tracking import NULL_LOGGER, MetricLogger
 from model.batches import vq_pixels
@@ -164,7 +164,7 @@ def corpus(ingested_dir: Path) -> list[str]:
     texts = set(read_table(ingested_dir / WINDOWS, columns=["instruction"]).column("instruction").to_pylist())
     frames = read_table(ingested_dir / FRAMES, columns=["description"]).column("description").to_pylist()
     texts.update(t for t in frames if t)
-    texts.add(prompt_text(DESCRIBE_QUESTION))
+    texts.add(DESCRIBE_PROMPT)
     if any((ingested_dir / VQA).glob("*.parquet")):
         vqa = read_table(ingested_dir / VQA, columns=["questions", "answers"])
         turns = zip(vqa.column("questions").to_pylist(), vqa.column("answers").to_pylist(), strict=True)

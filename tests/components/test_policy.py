@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from components.checkpoint_refs import resolve_checkpoint
+from components.conversation import DESCRIBE_PROMPT, conversation_ids
+from components.llava_recorder import conversation
 from components.policy import (
     ChunkedPolicy,
     PlanRequest,
+    PolicySettings,
     UPVLAPolicy,
     VLAInference,
     checkpoint_digest,
     load_inference,
     load_policy,
     read_policy_settings,
+    save_policy_settings,
 )
+from components.sources.llava import parse_conversation
 from components.tracking import start_run
 from envs.playtable import PlayTableEnv
 from envs.protocol import run_chain
@@ -143,3 +150,42 @@ def test_bad_checkpoints_are_named(tmp_path, checkpoint):
     with pytest.raises(ValueError, match="cameras"):
         ChunkedPolicy(engine, 1).act([0], [{"rgb_obs": {}, "robot_obs": np.zeros(15)}], ["open the drawer"])
     assert isinstance(engine, VLAInference)
+
+
+def test_the_description_prompt_at_inference_is_the_one_trained(checkpoint, observations):
+    engine = load_inference(checkpoint)
+    tok, eos = engine.model.text_tokenizer, engine.layout.eos_id
+    # a describe sample as collect writes it and ingest reads it, turned into training ids
+    turns = conversation(np.zeros(24), np.zeros(15), "A", 0, np.random.default_rng(0))
+    questions, answers = parse_conversation(turns)
+    ids, labels = conversation_ids(tok, questions, answers, eos, 200)
+    prompt = ids[: labels.index(next(label for label in labels if label >= 0))]
+    assert engine._prompt == prompt == list(read_policy_settings(checkpoint).description_prompt_ids)
+    assert tok.decode(prompt) == DESCRIBE_PROMPT == "USER: Describe the scene. ASSISTANT:"
+
+
+def test_version_1_policy_files_are_read_as_the_trained_prompt(tmp_path, observations):
+    old = write_tiny_checkpoint(tmp_path / "v1")
+    new = read_policy_settings(old)
+    (old / "policy.json").write_text('{"mmu_condition": true, "description_prompt": "Describe the scene."}')
+    migrated = read_policy_settings(old)
+    assert migrated.description_prompt == DESCRIBE_PROMPT and migrated.description_prompt_ids is None
+    assert load_inference(old)._prompt == list(new.description_prompt_ids)
+
+
+def test_policy_settings_that_disagree_with_the_tokenizer_are_refused(tmp_path):
+    folder = write_tiny_checkpoint(tmp_path / "model")
+    raw = json.loads((folder / "policy.json").read_text())
+    assert raw["version"] == 2 and raw["description_prompt"] == DESCRIBE_PROMPT
+    (folder / "policy.json").write_text(json.dumps({**raw, "description_prompt_ids": [1, 2, 3]}))
+    with pytest.raises(ValueError, match="description_prompt_ids"):
+        load_inference(folder)
+    for key, value in (("version", 9), ("description_prompt_ids", "1 2"), ("description_prompt", None)):
+        (folder / "policy.json").write_text(json.dumps({**raw, key: value}))
+        with pytest.raises(ValueError, match=f"policy.json.*{key}"):
+            read_policy_settings(folder)
+    (folder / "policy.json").write_text("{not json")
+    with pytest.raises(ValueError, match="policy.json: not JSON"):
+        read_policy_settings(folder)
+    save_policy_settings(folder, PolicySettings(mmu_condition=False))  # the folder's own tokenizer
+    assert read_policy_settings(folder).mmu_condition is False
