@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from components.checkpoint_refs import resolve_checkpoint
-from components.conversation import DESCRIBE_PROMPT, conversation_ids
+from components.conversation import DESCRIBE_PROMPT, conversation_ids, encode_text
 from components.llava_recorder import conversation
 from components.policy import (
     ChunkedPolicy,
@@ -28,6 +28,7 @@ from envs.playtable import PlayTableEnv
 from envs.protocol import run_chain
 from envs.sequences import get_sequences, initial_condition_to_obs
 from envs.tasks import load_eval_instructions
+from tests.conftest import PROJECT_ROOT
 from tests.fixtures.tiny_policy import write_tiny_checkpoint
 
 CHUNK = 4  # TINY.chunk_len
@@ -189,3 +190,12 @@ def test_policy_settings_that_disagree_with_the_tokenizer_are_refused(tmp_path):
         read_policy_settings(folder)
     save_policy_settings(folder, PolicySettings(mmu_condition=False))  # the folder's own tokenizer
     assert read_policy_settings(folder).mmu_condition is False
+
+
+def test_the_committed_version_1_checkpoint_still_runs_as_a_policy(observations):
+    folder = PROJECT_ROOT / "tests/fixtures/checkpoints/v1"  # written by the code before policy.json v2
+    engine = load_inference(folder)
+    assert tuple(engine._prompt) == tuple(encode_text(engine.model.text_tokenizer, DESCRIBE_PROMPT))
+    obs, _ = observations
+    action = UPVLAPolicy(engine).step(obs[0], "open the drawer")  # a sentence its 10-token text budget holds
+    assert action.shape == (7,) and np.isfinite(action).all()
