@@ -31,6 +31,7 @@ from components.calvin_recorder import EpisodeJob, EpisodeResult, record_episode
 from components.calvin_writer import write_split
 from components.config import CollectConfig
 from components.llava_recorder import LlavaJob, record_samples
+from components.safe_pickle import load_npy
 from components.tracking import NULL_LOGGER, MetricLogger
 from envs.symbolic import TASK_ORDER
 
@@ -164,7 +165,7 @@ def sample_grid(calvin_dir: Path, cfg: CollectConfig, per_scene: int = 4) -> np.
     """(rows * 200, per_scene * 200, 3) uint8: evenly spaced static frames, one row per scene."""
     rows = []
     for split in ("training", "validation"):
-        info = np.load(calvin_dir / split / "scene_info.npy", allow_pickle=True).item()
+        info = load_npy(calvin_dir / split / "scene_info.npy").item()
         for _, (lo, hi) in sorted(info.items()):
             ids = np.linspace(lo, hi, per_scene).astype(int)
             frames = [np.load(calvin_dir / split / f"episode_{i:07d}.npz")["rgb_static"] for i in ids]

@@ -18,6 +18,7 @@ from pathlib import Path
 KINDS = {
     "missing_file": "a file the dataset's index lists does not exist",
     "corrupt_file": "a file cannot be read: truncated, not the expected format, or unparsable",
+    "unsafe_pickle": "a pickle names a global or call besides numpy arrays and builtin containers; refused, never run",
     "missing_key": "a required key or field is absent",
     "bad_shape": "an array has the wrong shape (or lengths disagree)",
     "bad_dtype": "an array has the wrong data type",

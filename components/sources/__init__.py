@@ -7,14 +7,15 @@
 
 Each reader splits its dataset into `ReadUnit`s (a few thousand records each) that run independently
 (Ray tasks in the ingest stage), validates every record and raises `BadRecord` for the ones to
-quarantine. Trusted data only: CALVIN's annotation files and Bridge's `*.pkl` are Python pickles,
-which can run code when loaded; `load_trusted_pickle` opens them only from inside the dataset folder
-the user named, never from a path a record points to. Ingest only datasets you trust.
+quarantine. CALVIN's `auto_lang_ann.npy`/`scene_info.npy` and Bridge's `*.pkl` are Python pickles, which
+`pickle.load` would let run code; `load_pickled` reads them with `components.safe_pickle`, which admits
+only numpy arrays of plain dtypes and builtin containers and refuses anything else before it runs (a
+Bridge trajectory is quarantined as `unsafe_pickle`; a CALVIN index file stops the ingest, naming it),
+and only from inside the dataset folder the user named, never from a path a record points to.
 """
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from components.quarantine import BadRecord, QuarantineRecord
+from components.safe_pickle import UnsafePickleError, load_npy, load_pickle
 
 
 @dataclass
@@ -55,22 +57,26 @@ def inside(root: Path, path: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
-def load_trusted_pickle(path: Path, root: Path) -> Any:
-    """Unpickle a dataset file, only when it lies inside the dataset folder `root` (trusted data only).
+def load_pickled(path: Path, root: Path) -> Any:
+    """Load a pickled dataset file that lies inside the dataset folder `root`, without running code from it.
+
+    `.npy` files go through `safe_pickle.load_npy` (an array, as `np.load(path, allow_pickle=True)` returns
+    it: CALVIN's dicts are 0-d object arrays, use `.item()`), anything else through `safe_pickle.load_pickle`.
+    Both admit only numpy arrays of plain dtypes and builtin containers.
 
     Raises:
-        BadRecord: missing_file, corrupt_file, or bad_value for a path outside `root`.
+        BadRecord: unsafe_pickle (the file names a global or call outside that allow-list; nothing in it ran),
+            missing_file, corrupt_file, or bad_value for a path outside `root`.
     """
     if not inside(root, path):
         raise BadRecord("bad_value", path.name, f"{path} lies outside the dataset folder {root}; not unpickled")
     if not path.is_file():
         raise BadRecord("missing_file", path.name, "does not exist")
     try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=True)
-        with path.open("rb") as f:
-            return pickle.load(f)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is corrupt
+        return load_npy(path) if path.suffix == ".npy" else load_pickle(path)
+    except UnsafePickleError as err:
+        raise BadRecord("unsafe_pickle", path.name, err.reason) from err
+    except Exception as err:  # noqa: BLE001 - any other unpickling failure means the file is corrupt
         raise BadRecord("corrupt_file", path.name, f"cannot be unpickled: {type(err).__name__}: {err}") from err
 
 

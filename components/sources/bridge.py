@@ -2,12 +2,13 @@
 
     <root>/**/<date>/raw/traj_group*/traj*/
         images0/im_<t>.jpg    the camera (t = 0 .. T-1); Bridge has one view, so `rgb_gripper` is null
-        obs_dict.pkl          dict: full_state (T, d), state (T, 7), time_stamp (T,)   (pickle: trusted data)
-        policy_out.pkl        list of T-1 (or T) dicts with `actions` (7,)               (pickle: trusted data)
+        obs_dict.pkl          dict: full_state (T, d), state (T, 7), time_stamp (T,)   (pickle, safe_pickle)
+        policy_out.pkl        list of T-1 (or T) dicts with `actions` (7,)               (pickle, safe_pickle)
         lang.txt              the instruction on the first line
 
 One trajectory is one episode and one language window over all its frames. Frames keep their JPEG
-bytes as found; a trajectory whose pickles are missing or inconsistent is quarantined frame by frame.
+bytes as found; a trajectory whose pickles are missing, inconsistent or unsafe (naming anything besides
+numpy arrays and builtin containers: refused unrun, `unsafe_pickle`) is quarantined frame by frame.
 The last frame has no action when policy_out holds T-1 entries (its `actions` is null). BridgeData v2
 labels only part of its trajectories: one without `lang.txt` keeps its frames (the VQ tokenizer can use
 them), gets no window, and is counted as skipped; an empty or unreadable `lang.txt` is quarantined.
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from components.quarantine import BadRecord, IngestError, QuarantineRecord
-from components.sources import UnitResult, check_array, load_trusted_pickle
+from components.sources import UnitResult, check_array, load_pickled
 from components.tables import FRAMES, FRAMES_SCHEMA, WINDOWS, PartWriter, decode_image
 
 
@@ -48,14 +49,14 @@ def read_trajectory(root: Path, traj: Path) -> tuple[np.ndarray, list[np.ndarray
     Raises:
         BadRecord: for the whole trajectory.
     """
-    obs = load_trusted_pickle(traj / "obs_dict.pkl", root)
+    obs = load_pickled(traj / "obs_dict.pkl", root)
     if not isinstance(obs, dict):
         raise BadRecord("corrupt_file", "obs_dict.pkl", f"expected a dict, got {type(obs).__name__}")
     state = check_array(obs, "state", (None, 7), "float")
     steps = state.shape[0]
     check_array(obs, "full_state", (steps, None), "float")
     check_array(obs, "time_stamp", (steps,), "float")
-    policy = load_trusted_pickle(traj / "policy_out.pkl", root)
+    policy = load_pickled(traj / "policy_out.pkl", root)
     if not isinstance(policy, list) or len(policy) not in (steps - 1, steps):
         length = len(policy) if isinstance(policy, list) else type(policy).__name__
         raise BadRecord("bad_shape", "policy_out.pkl", f"expected a list of {steps - 1} dicts, got {length}")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from components.quarantine import BadRecord, IngestError, QuarantineRecord
-from components.sources import UnitResult, check_array, check_gripper, load_trusted_pickle
+from components.sources import UnitResult, check_array, check_gripper, load_pickled
 from components.tables import FRAMES, FRAMES_SCHEMA, WINDOWS, PartWriter, encode_png
 
 SPLITS = ("training", "validation")
@@ -81,15 +81,30 @@ def load_episodes(split_dir: Path) -> np.ndarray:
     return episodes
 
 
+def load_index(path: Path, root: Path) -> Any:
+    """The object in one of CALVIN's dataset-level pickled `.npy` files (a 0-d object array's item).
+
+    Raises:
+        IngestError: naming the file, when it is outside `root`, missing, corrupt, or refused as an unsafe
+            pickle (nothing in it ran): it indexes the whole split, so no record can be quarantined instead.
+    """
+    try:
+        return load_pickled(path, root).item()
+    except BadRecord as err:
+        raise IngestError(f"{path}: {err.reason} ({err.kind})") from err
+    except ValueError as err:  # .item() of an array that is not 0-d or 1-element
+        raise IngestError(f"{path}: expected a pickled object in a 0-d array: {err}") from err
+
+
 def load_scenes(root: Path, split_dir: Path) -> tuple[tuple[str, int, int], ...]:
     """(scene name, first, last) from `scene_info.npy`; empty when the split has none (CALVIN validation)."""
     path = split_dir / "scene_info.npy"
     if not path.exists():
         return ()
+    info = load_index(path, root)
     try:
-        info = load_trusted_pickle(path, root).item()
         return tuple((str(name), int(lo), int(hi)) for name, (lo, hi) in info.items())
-    except (BadRecord, AttributeError, TypeError, ValueError) as err:
+    except (AttributeError, TypeError, ValueError) as err:
         raise IngestError(f"{path}: expected a dict scene name -> [first, last] frame id: {err}") from err
 
 
@@ -178,10 +193,10 @@ def read_windows(root: Path, split: str, episodes: np.ndarray, kept: set[int]) -
     """Language windows of one split (`auto_lang_ann.npy`), checked against episodes and kept frames."""
     path = root / split / "lang_annotations" / "auto_lang_ann.npy"
     source = f"{split}/lang_annotations/{path.name}"
+    ann = load_index(path, root)
     try:
-        ann = load_trusted_pickle(path, root).item()
         texts, tasks, indx = ann["language"]["ann"], ann["language"]["task"], ann["info"]["indx"]
-    except (BadRecord, KeyError, TypeError, ValueError, AttributeError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise IngestError(f"{path}: expected CALVIN's dict with language.ann, language.task and info.indx: "
                           f"{type(err).__name__}: {err}") from err
     if not len(texts) == len(tasks) == len(indx):

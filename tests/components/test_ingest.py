@@ -15,12 +15,13 @@ import pytest
 
 from components.ingest import ingest_datasets, resolve_sources
 from components.quarantine import IngestError
-from components.sources import load_trusted_pickle
+from components.sources import load_pickled
 from components.sources.calvin import read_frame
 from components.tables import FRAMES_SCHEMA, VQA_SCHEMA, WINDOWS_SCHEMA, decode_image, part_files, read_table
 from tests.fixtures.pipeline_data import write_raw
 
 BRIDGE_TRAJ = "toykitchen1/put_cup_in_sink/2024-05-01_10-00-00/raw/traj_group0/traj{}"
+SYSTEM = f"{os.system.__module__}.system"  # how a pickle names os.system (posix.system on Linux)
 
 
 def test_clean_data_is_ingested_whole(pipeline_data):
@@ -201,7 +202,7 @@ def test_pickles_are_only_loaded_from_inside_the_dataset_folder(tmp_path, pipeli
     outside = tmp_path / "outside.pkl"
     outside.write_bytes(pickle.dumps({"state": 1}))
     with pytest.raises(Exception, match="outside the dataset folder"):
-        load_trusted_pickle(outside, pipeline_data.raw)
+        load_pickled(outside, pipeline_data.raw)
     raw = tmp_path / "raw"
     shutil.copytree(pipeline_data.raw / "bridge", raw / "bridge")
     link = raw / "bridge" / BRIDGE_TRAJ.format(0) / "obs_dict.pkl"
@@ -211,6 +212,46 @@ def test_pickles_are_only_loaded_from_inside_the_dataset_folder(tmp_path, pipeli
     ingest_datasets(cfg, {"bridge": raw / "bridge"}, tmp_path / "out")
     report = json.loads((tmp_path / "out" / "quarantine.json").read_text())
     assert any(r["kind"] == "bad_value" and "outside the dataset folder" in r["reason"] for r in report["records"])
+
+
+class _RunsShell:
+    """Unpickles as `os.system(command)`: the shape of a crafted dataset file."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_a_crafted_bridge_pickle_is_quarantined_and_never_run(tmp_path, pipeline_data, ray_session):
+    shutil.copytree(pipeline_data.raw / "bridge", tmp_path / "bridge")
+    path = tmp_path / "bridge" / BRIDGE_TRAJ.format(1) / "obs_dict.pkl"
+    obs = pickle.loads(path.read_bytes())
+    path.write_bytes(pickle.dumps(obs | {"calibration": _RunsShell(f"touch {tmp_path / 'pwned'}")}))
+    cfg = dataclasses.replace(pipeline_data.cfg.ingest, max_bad_fraction=1.0)
+    summary = ingest_datasets(cfg, {"bridge": tmp_path / "bridge"}, tmp_path / "out")
+    assert not (tmp_path / "pwned").exists()
+    assert (summary.frames, summary.windows) == (12, 1)  # trajectory 0 is whole, trajectory 1 is out
+    report = json.loads((tmp_path / "out" / "quarantine.json").read_text())
+    frames = [r for r in report["records"] if r["table"] == "frames"]
+    assert len(frames) == 12 and {(r["file"], r["key"], r["kind"]) for r in frames} == {
+        (BRIDGE_TRAJ.format(1), "obs_dict.pkl", "unsafe_pickle")}
+    reason = frames[0]["reason"]
+    assert f"refused global {SYSTEM}" in reason and "nothing in this file was executed" in reason
+
+
+@pytest.mark.parametrize("name", ["training/lang_annotations/auto_lang_ann.npy", "validation/scene_info.npy"])
+def test_a_crafted_calvin_index_stops_the_ingest_naming_it_and_never_runs(tmp_path, pipeline_data, ray_session,
+                                                                           name):
+    shutil.copytree(pipeline_data.raw / "calvin", tmp_path / "calvin")
+    path = tmp_path / "calvin" / name
+    data = np.load(path, allow_pickle=True).item()  # the fixture's own file: trusted here
+    data["extra"] = _RunsShell(f"touch {tmp_path / 'pwned'}")
+    np.save(path, np.array(data, dtype=object), allow_pickle=True)
+    with pytest.raises(IngestError, match=rf"calvin/{name}: refused global {SYSTEM}.*\(unsafe_pickle\)"):
+        ingest_datasets(pipeline_data.cfg.ingest, {"calvin": tmp_path / "calvin"}, tmp_path / "out")
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_bridge_trajectories_without_language_keep_their_frames(tmp_path, pipeline_data, ray_session):
