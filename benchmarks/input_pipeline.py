@@ -6,7 +6,7 @@ future codes, action chunks, instructions) at the sizes of params.yaml:
 * on-the-fly (what the reference does every training step): the same samples, but the current and
   future frames' image bytes (held in memory, which favours this path) are decoded, resized and
   VQ-encoded for every batch.
-The first batch of both paths is checked to be identical. Run after `dvc repro tokenize`:
+The first batch of both paths is checked to be identical. Run after `dvc repro pretokenize`:
 
     .venv/bin/python benchmarks/input_pipeline.py
     .venv/bin/python benchmarks/input_pipeline.py --ingested /tmp/x/ingested --tokens /tmp/x/tokens --vq /tmp/x/vq
@@ -24,11 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from components.collate import RobotCollator
-from components.config import add_config_args, config_from_args
-from components.datasets import RobotDataset, RobotSpec, frame_keys
-from components.frame_encoder import encode_blobs
-from components.tables import read_table
+from components.core.config import add_config_args, config_from_args
+from components.data.collate import RobotCollator
+from components.data.datasets import RobotDataset, RobotSpec, frame_keys
+from components.data.frame_encoder import encode_blobs
+from components.data.tables import read_table
 from model.vocab import TokenLayout, load_text_tokenizer
 from model.vq_tokenizer import VQTokenizer
 

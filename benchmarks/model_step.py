@@ -22,7 +22,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from components.config import add_config_args, config_from_args
+from components.core.config import add_config_args, config_from_args
 from model.batches import IGNORE, MMUBatch, RobotBatch, TrainBatch, clip_pixels, vq_pixels
 from model.losses import LossWeights
 from model.vla import VLAModel, bf16_autocast

@@ -32,18 +32,18 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from components.config import ProjectConfig, load_config  # noqa: E402
-from components.conversation import DESCRIBE_PROMPT  # noqa: E402
-from components.inference import InferenceServer, LocalVLAFactory, SharedVLAFactory  # noqa: E402
-from components.policy import (  # noqa: E402
+from components.core.config import ProjectConfig, load_config  # noqa: E402
+from components.core.ray_runtime import ray_connection  # noqa: E402
+from components.data.conversation import DESCRIBE_PROMPT  # noqa: E402
+from components.evaluation.inference import InferenceServer, LocalVLAFactory, SharedVLAFactory  # noqa: E402
+from components.evaluation.policy import (  # noqa: E402
     PlanRequest,
     PolicySettings,
     UPVLAPolicy,
     load_inference,
     save_policy_settings,
 )
-from components.ray_runtime import ray_connection  # noqa: E402
-from components.rollout_workers import WorkerSpec, run_rollouts  # noqa: E402
+from components.evaluation.rollout_workers import WorkerSpec, run_rollouts  # noqa: E402
 from envs.config import EnvConfig  # noqa: E402
 from envs.factory import make_env  # noqa: E402
 from envs.protocol import evaluate_chains  # noqa: E402

@@ -6,7 +6,7 @@ shell sets up); its output streams to the job's log files, never buffered in mem
 pipeline run can print for days.
 
     from cluster.commands import run_command
-    run_command(["python", "-m", "components.config"])      # what a command job calls on its node
+    run_command(["python", "-m", "components.core.config"])      # what a command job calls on its node
 """
 
 from __future__ import annotations

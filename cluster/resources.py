@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ray.train import ScalingConfig
 
-    from components.config import SlurmConfig
+    from components.core.config import SlurmConfig
 
 GIB = 1024**3
 

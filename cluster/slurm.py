@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Submit one job; print its id and folder (and, with --wait, its result). Exit 2 on bad input."""
-    from components.config import ConfigError, load_config
+    from components.core.config import ConfigError, load_config
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[argv.index("--") + 1:] if "--" in argv else []

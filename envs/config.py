@@ -1,6 +1,6 @@
 """Environment configuration (the `env:` section of params.yaml).
 
-Plain frozen dataclass; `components.config` loads it from YAML and checks types, and
+Plain frozen dataclass; `components.core.config` loads it from YAML and checks types, and
 `validate()` raises ``ValueError("field: reason")`` for rules a type cannot express.
 """
 

@@ -1,6 +1,6 @@
 """Model configuration dataclasses: `ModelConfig` (backbone, vision tower, heads) and `VQConfig`.
 
-Pure dataclasses, no I/O. `components.config` builds them from params.yaml (`model:` section)
+Pure dataclasses, no I/O. `components.core.config` builds them from params.yaml (`model:` section)
 and checks types and the `ge`/`gt`/`le`/`lt` bounds in each field's metadata; `validate()`
 raises ``ValueError("field: reason")`` for rules spanning several fields.
 """

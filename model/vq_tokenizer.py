@@ -3,7 +3,7 @@
 Images (B, 3, S, S) in [-1, 1] <-> codes (B, (S / downsample)^2) in [0, 2^codebook_bits), row-major.
 Small enough to fit on a CPU at the default size (64 px -> 8x8 codes); at paper scale the same class
 holds a 512 px / 16x / 8192-code tokenizer. The `tokenizer` stage drives `training_loss`; the
-`tokenize` stage calls `encode`; the policy calls `decode` only to visualise predicted frames.
+`pretokenize` stage calls `encode`; the policy calls `decode` only to visualise predicted frames.
 
 Training objective: reconstruction MSE + entropy_weight * LFQ entropy + 0.25 * commitment
 (MagVIT-v2's perceptual and adversarial terms are not implemented).

@@ -118,7 +118,7 @@ def local_ray_head():
 @pytest.fixture
 def tracking_target(tmp_path):
     """A fresh sqlite MLflow store + artifact folder under tmp_path."""
-    from components.tracking import TrackingTarget
+    from components.core.tracking import TrackingTarget
 
     return TrackingTarget(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "art").as_uri())
 

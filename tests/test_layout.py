@@ -59,7 +59,8 @@ def test_dependency_direction(package):
 
 def test_the_checker_catches_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import os\nfrom components.config import load_config\nimport workflows.x as w\nfrom . import y\n")
+    bad.write_text("import os\nfrom components.core.config import load_config\nimport workflows.x as w\n"
+                   "from . import y\n")
     assert project_imports(bad) == {"components", "workflows"}
 
 
@@ -68,3 +69,13 @@ def test_packages_import_from_the_install_not_the_checkout(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_components_are_grouped_by_concern_and_tests_mirror_them():
+    loose = sorted(p.name for p in (PROJECT_ROOT / "components").glob("*.py") if p.name != "__init__.py")
+    assert not loose, f"components/ holds modules outside a subpackage: {loose}"
+    packages = {p.parent.name for p in (PROJECT_ROOT / "components").glob("*/__init__.py")}
+    test_dirs = {p.name for p in (PROJECT_ROOT / "tests/components").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert test_dirs <= packages, f"tests/components/ folders without a components/ subpackage: {test_dirs - packages}"
+    loose_tests = sorted(p.name for p in (PROJECT_ROOT / "tests/components").glob("test_*.py"))
+    assert not loose_tests, f"tests/components/ holds tests outside the mirrored folders: {loose_tests}"

@@ -14,26 +14,19 @@ land there, not in Ray's temporary copy. Exits 1 if a variant failed (the others
 
 from __future__ import annotations
 
-import os
-import sys
+from components.core.entry import prepare_environment
 
-# run as a script (`python workflows/ablations.py`, e.g. in Ray's uploaded copy): import from the checkout, and
-# not from workflows/, whose tokenize.py would shadow the standard library's
-if not __package__:
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# before ray is imported: a local Ray bound to 127.0.0.1, no hub downloads (stack-notes §2, §9)
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+prepare_environment()  # before Ray or transformers is imported
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from components.ablation_runs import AblationPaths, run_ablations  # noqa: E402
-from components.ablations import ALL_PRESETS, parse_presets, plan_ablations  # noqa: E402
-from components.config import load_config, parse_overrides  # noqa: E402
-from components.ray_runtime import ray_connection  # noqa: E402
-from components.tracking import experiment_name, resolve_target  # noqa: E402
+from components.core.config import load_config, parse_overrides  # noqa: E402
+from components.core.ray_runtime import ray_connection  # noqa: E402
+from components.core.tracking import experiment_name, resolve_target  # noqa: E402
+from components.experiments.ablation_runs import AblationPaths, run_ablations  # noqa: E402
+from components.experiments.ablations import ALL_PRESETS, parse_presets, plan_ablations  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

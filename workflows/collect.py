@@ -15,9 +15,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from components.collect import collect_datasets
-from components.config import add_config_args, config_from_args, flatten, to_dict
-from components.tracking import experiment_name, resolve_target, run_name, start_run
+from components.collection.collect import collect_datasets
+from components.core.config import add_config_args, config_from_args, flatten, to_dict
+from components.core.entry import write_metrics
+from components.core.tracking import experiment_name, resolve_target, run_name, start_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     with start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
                    params=flatten(to_dict(cfg.collect), "collect.")) as run:
         summary = collect_datasets(cfg.collect, Path(args.out), log=run)
-    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.metrics).write_text(json.dumps(summary.metrics(), indent=2))
+    write_metrics(summary.metrics(), args.metrics)
     print(json.dumps(asdict(summary), indent=1))
     return 0
 

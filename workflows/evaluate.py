@@ -11,20 +11,16 @@ metrics/eval.json, and logs an MLflow run `evaluate-<preset>-s<seed>`. A re-run 
 
 from __future__ import annotations
 
-import os
+from components.core.entry import prepare_environment, write_metrics
 
-# before ray is imported: a local Ray bound to 127.0.0.1, no hub downloads (stack-notes §2, §9)
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+prepare_environment()  # before Ray or transformers is imported
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-from components.config import add_config_args, config_from_args, flatten, to_dict  # noqa: E402
-from components.evaluate import evaluate_checkpoint  # noqa: E402
-from components.ray_runtime import ray_connection  # noqa: E402
-from components.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from components.core.config import add_config_args, config_from_args, flatten, to_dict  # noqa: E402
+from components.core.ray_runtime import ray_connection  # noqa: E402
+from components.core.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from components.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
 from envs.protocol import format_summary  # noqa: E402
 
 
@@ -47,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          tags={"checkpoint": checkpoint}, params=params) as run:
         summary = evaluate_checkpoint(cfg.evaluate, cfg.env, checkpoint, args.out, target=target,
                                       use_gpu=cfg.cluster.use_gpu, log=run)
-    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.metrics).write_text(json.dumps(summary.metrics(), indent=2))
+    write_metrics(summary.metrics(), args.metrics)
     print(format_summary(summary.calvin))
     return 0
 

@@ -9,19 +9,18 @@ MLflow run `ingest-<preset>-s<seed>` (counts, and the quarantine report as artif
 
 from __future__ import annotations
 
-import os
+from components.core.entry import prepare_environment, write_metrics
 
-# before ray is imported: a local Ray bound to 127.0.0.1 (stack-notes §2)
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+prepare_environment()  # before Ray or transformers is imported
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from components.config import add_config_args, config_from_args, flatten, to_dict  # noqa: E402
-from components.ingest import ingest_datasets, resolve_sources, summary_dict  # noqa: E402
-from components.ray_runtime import ray_connection  # noqa: E402
-from components.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from components.core.config import add_config_args, config_from_args, flatten, to_dict  # noqa: E402
+from components.core.ray_runtime import ray_connection  # noqa: E402
+from components.core.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from components.data.ingest import ingest_datasets, resolve_sources, summary_dict  # noqa: E402
 from envs.describe import describe_scene  # noqa: E402
 
 
@@ -40,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                    params=flatten(to_dict(cfg.ingest), "ingest.")) as run, ray_connection(cfg.cluster.num_cpus):
         # every CALVIN frame (real or collected) gets its ground-truth description from its state
         summary = ingest_datasets(cfg.ingest, sources, Path(args.out), describe=describe_scene, log=run)
-    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.metrics).write_text(json.dumps(summary.metrics(), indent=2))
+    write_metrics(summary.metrics(), args.metrics)
     print(json.dumps(summary_dict(summary), indent=1))
     return 0
 

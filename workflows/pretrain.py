@@ -12,19 +12,17 @@ to ray_results/pretrain (an interrupted run resumes when re-run). Logs the MLflo
 
 from __future__ import annotations
 
-import os
+from components.core.entry import prepare_environment, write_metrics
 
-# before ray is imported: a local Ray bound to 127.0.0.1, no hub downloads (stack-notes §2, §9)
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+prepare_environment()  # before Ray or transformers is imported
 
 import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from components.config import add_config_args, config_from_args  # noqa: E402
-from components.ray_runtime import ray_connection  # noqa: E402
-from components.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
-from components.train import add_input_args, pretrain, stage_inputs, stage_params, write_metrics  # noqa: E402
+from components.core.config import add_config_args, config_from_args  # noqa: E402
+from components.core.ray_runtime import ray_connection  # noqa: E402
+from components.core.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from components.training.train import add_input_args, pretrain, stage_inputs, stage_params  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                          params=stage_params(cfg, "pretrain"))
     with tracking as run, ray_connection(cfg.cluster.num_cpus, log_to_driver=True):  # workers' progress bar shown
         summary = pretrain(cfg, inputs, Path(args.out), storage=Path(args.storage), log=run)
-    write_metrics(summary, Path(args.metrics))
+    write_metrics(summary.metrics(), args.metrics, echo=True)
     return 0
 
 

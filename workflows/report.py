@@ -5,7 +5,7 @@
 
 Reads artifacts/eval/results.json, metrics/{eval,pretrain,tune}.json and the pretrain/tune MLflow runs
 of the configured preset and seed; logs the MLflow run `report-<preset>-s<seed>` with the report as
-artifacts. See components/report.py for the files.
+artifacts. See components/reporting/report.py for the files.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from components.config import add_config_args, config_from_args
-from components.report import ReportError, format_summary, read_summary, write_report
-from components.tracking import experiment_name, resolve_target, run_name, start_run
+from components.core.config import add_config_args, config_from_args
+from components.core.tracking import experiment_name, resolve_target, run_name, start_run
+from components.reporting.report import ReportError, format_summary, read_summary, write_report
 
 
 def main(argv: list[str] | None = None) -> int:

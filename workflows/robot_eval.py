@@ -28,26 +28,26 @@ from pathlib import Path
 
 from cluster.resources import WorkerResources
 from cluster.slurm import submit_command
-from components.config import PROJECT_ROOT, ProjectConfig, add_config_args, config_from_args, flatten, to_dict
-from components.robot_operator import FifoChannel, Operator, attach_console
-from components.robot_trials import RobotTrialsSummary, run_robot_trials
-from components.tracking import experiment_name, resolve_target, run_name, start_run
+from components.core.config import PROJECT_ROOT, ProjectConfig, add_config_args, config_from_args, flatten, to_dict
+from components.core.tracking import experiment_name, resolve_target, run_name, start_run
+from components.robot.operator import FifoChannel, Operator, attach_console
+from components.robot.trials import RobotTrialsSummary, run_robot_trials
 from envs.base import Policy
-from envs.franka import FrankaEnv
+from envs.franka.env import FrankaEnv
 
 
 def load_robot_policy(cfg: ProjectConfig, checkpoint: str, device: str) -> Policy:
-    """The checkpoint -> policy call of robot evaluation: `components.policy.load_policy`, as simulation uses.
+    """The checkpoint -> policy call of robot evaluation: `load_policy`, as simulation uses.
 
     `checkpoint` is a folder, `runs:/<run id>/<path>` or a run id (downloaded from the MLflow store).
     """
     try:
-        from components.policy import load_policy
+        from components.evaluation.policy import load_policy
     except ModuleNotFoundError as err:
-        if err.name != "components.policy":
+        if err.name != "components.evaluation.policy":
             raise
-        raise RuntimeError(f"cannot load {checkpoint}: the policy loader (components.policy.load_policy) is not "
-                           "available in this checkout") from err
+        raise RuntimeError(f"cannot load {checkpoint}: the policy loader (components.evaluation.policy.load_policy) "
+                           "is not available in this checkout") from err
     return load_policy(checkpoint, target=resolve_target(cfg.tracking, PROJECT_ROOT), device=device)
 
 

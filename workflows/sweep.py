@@ -4,7 +4,7 @@
     python -m workflows.sweep --profile smoke --set sweep.num_trials=3 --set sweep.objective=train_loss
     ray job submit --working-dir . -- python -m workflows.sweep --root "$PWD"
 
-Prepares the shared inputs once (collect unless `--raw` names raw datasets, ingest, tokenizer, tokenize,
+Prepares the shared inputs once (collect unless `--raw` names raw datasets, ingest, tokenizer, pretokenize,
 and stage 1 when tune.init_from is pretrain; keyed under `<root>/<--out>`, reused by re-runs), then runs
 the trials the Optuna study in `sweep.storage` still lacks: re-running the command continues the study.
 Logs to the MLflow experiment `upvla-sweep` (a parent run, one child per trial) and prints the best trial.
@@ -13,28 +13,20 @@ Exits 1 if a trial failed.
 
 from __future__ import annotations
 
-import os
-import sys
+from components.core.entry import prepare_environment
 
-# run as a script (`python workflows/sweep.py`, e.g. in Ray's uploaded copy): import from the checkout, and
-# not from workflows/, whose tokenize.py would shadow the standard library's
-if not __package__:
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# before ray is imported: a local Ray bound to 127.0.0.1, no hub downloads (stack-notes §2, §9)
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+prepare_environment()  # before Ray or transformers is imported
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from components.ablation_runs import AblationPaths  # noqa: E402
-from components.config import add_config_args, config_from_args  # noqa: E402
-from components.ray_runtime import ray_connection  # noqa: E402
-from components.sweep import prepare_inputs, run_sweep  # noqa: E402
-from components.tracking import experiment_name, resolve_target  # noqa: E402
+from components.core.config import add_config_args, config_from_args  # noqa: E402
+from components.core.ray_runtime import ray_connection  # noqa: E402
+from components.core.tracking import experiment_name, resolve_target  # noqa: E402
+from components.experiments.ablation_runs import AblationPaths  # noqa: E402
+from components.experiments.sweep import prepare_inputs, run_sweep  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

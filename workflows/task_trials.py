@@ -6,24 +6,20 @@
 
 Prints a table and writes metrics/task_trials.json ({task: success rate}, plus the mean, and per task what
 the failed trials did instead: the other tasks the oracle finds done by their end, e.g. the LED for the bulb).
-The trials are components/task_trials.py's: the experts' trial starts (envs/experts/evaluate.py), CALVIN's
+The trials are components/evaluation/task_trials.py's: the experts' trial starts (envs/experts/evaluate.py), CALVIN's
 evaluation sentence, up to --ep-len steps, the task oracle.
 """
 
 from __future__ import annotations
 
-import os
+from components.core.entry import prepare_environment, write_metrics
 
-# before ray is imported: a local Ray bound to 127.0.0.1, no hub downloads (stack-notes §2, §9)
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+prepare_environment()  # before Ray or transformers is imported
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-from components.ray_runtime import ray_connection  # noqa: E402
-from components.task_trials import ARTICULATED, evaluate_tasks  # noqa: E402
+from components.core.ray_runtime import ray_connection  # noqa: E402
+from components.evaluation.task_trials import ARTICULATED, evaluate_tasks  # noqa: E402
 from envs.symbolic import TASK_ORDER  # noqa: E402
 
 
@@ -47,10 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         instead = ", ".join(f"{other} {n}" for other, n in r.instead_counts.items())
         print(f"{task:28s} {r.successes:3d} / {r.trials}  {100 * r.rate:5.1f}%  (failed expert prefixes: {r.skipped})"
               + (f"  failed trials did instead: {instead}" if instead else ""))
-    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.metrics).write_text(json.dumps({"checkpoint": args.checkpoint, "trials": args.trials, "scene": args.scene,
-                                              "mean": sum(rates.values()) / len(rates), "success": rates,
-                                              "instead": {t: r.instead_counts for t, r in results.items()}}, indent=2))
+    write_metrics({"checkpoint": args.checkpoint, "trials": args.trials, "scene": args.scene,
+                   "mean": sum(rates.values()) / len(rates), "success": rates,
+                   "instead": {t: r.instead_counts for t, r in results.items()}}, args.metrics)
     return 0
 
 

@@ -14,9 +14,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from components.config import add_config_args, config_from_args, flatten, to_dict
-from components.tokenizer import prepare_tokenizers
-from components.tracking import experiment_name, resolve_target, run_name, start_run
+from components.core.config import add_config_args, config_from_args, flatten, to_dict
+from components.core.entry import write_metrics
+from components.core.tracking import experiment_name, resolve_target, run_name, start_run
+from components.data.tokenizer import prepare_tokenizers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                    params=params) as run:
         summary = prepare_tokenizers(cfg.tokenizer, cfg.model, Path(args.ingested), Path(args.out),
                                      seed=cfg.experiment.seed, log=run)
-    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.metrics).write_text(json.dumps(asdict(summary), indent=2))
+    write_metrics(asdict(summary), args.metrics)
     print(json.dumps(asdict(summary), indent=1))
     return 0
 

@@ -3,16 +3,7 @@
 `FrankaEnv` (env.py) is the entry point; `FrankaConfig` (config.py) its configuration; geometry.py
 holds the action -> safe target math, robot.py the franky connection, camera.py the RealSense streams.
 franky and pyrealsense2 are imported lazily, so this package imports without the robot extra.
+
+Import from the modules (`from envs.franka.env import FrankaEnv`): this file imports nothing, so the
+project config, which reads `envs.franka.config`, does not pull the robot code into every pipeline stage.
 """
-
-from envs.franka.camera import CameraError, CameraFrame, RealSenseCamera, list_cameras, square_resize
-from envs.franka.config import CameraConfig, FrankaConfig
-from envs.franka.env import FrankaEnv, OperatorAbort, SafetyError
-from envs.franka.geometry import Pose, StepPlan, check_action, plan_step
-from envs.franka.robot import RobotConnectionError, RobotFaultError, probe_fci
-
-__all__ = [
-    "CameraConfig", "CameraError", "CameraFrame", "FrankaConfig", "FrankaEnv", "OperatorAbort", "Pose",
-    "RealSenseCamera", "RobotConnectionError", "RobotFaultError", "SafetyError", "StepPlan", "check_action",
-    "list_cameras", "plan_step", "probe_fci", "square_resize",
-]

@@ -1,6 +1,6 @@
 """Configuration of the real Franka environment (the `robot.franka:` section of params.yaml).
 
-Plain frozen dataclasses, no I/O: `components.config` builds them from YAML and checks types and
+Plain frozen dataclasses, no I/O: `components.core.config` builds them from YAML and checks types and
 the `ge`/`gt`/`le`/`lt` bounds in each field's metadata; `validate()` raises
 ``ValueError("field: reason")`` for rules a single field cannot express.
 """

@@ -7,12 +7,12 @@ import subprocess
 import yaml
 
 from cluster.ray_node import write_auth_token
-from components.config import load_config, to_dict
+from components.core.config import load_config, to_dict
 from tests.conftest import PROJECT_ROOT
 
 
 def test_ray_job_submit_runs_a_project_command_on_the_head(local_ray_head):
-    out = subprocess.run(["ray", "job", "submit", "--working-dir", ".", "--", "python", "-m", "components.config"],
+    out = subprocess.run(["ray", "job", "submit", "--working-dir", ".", "--", "python", "-m", "components.core.config"],
                          cwd=PROJECT_ROOT, env=local_ray_head.env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in out.stdout + out.stderr

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from cluster.resources import GIB, WorkerResources
-from components.config import load_config
+from components.core.config import load_config
 from tests.conftest import PROJECT_ROOT
 
 

@@ -23,7 +23,7 @@ from cluster.slurm import (
     submit_pipeline,
     submit_stage,
 )
-from components.config import load_config
+from components.core.config import load_config
 from tests.conftest import PROJECT_ROOT
 from tests.fixtures.local_slurm import wait_state
 
@@ -60,7 +60,7 @@ def test_a_project_function_runs_as_a_job_and_returns_its_result(local_slurm, tm
 @pytest.mark.slurm
 def test_a_command_job_runs_a_project_module(local_slurm, tmp_path):
     out = tmp_path / "resolved.yaml"
-    job = submit_command(["python", "-m", "components.config", "--preset", "no_mmu", "--write", str(out)],
+    job = submit_command(["python", "-m", "components.core.config", "--preset", "no_mmu", "--write", str(out)],
                          resources=ONE_CPU, log_dir=tmp_path)
     summary = job.result()
     assert isinstance(summary, CommandSummary) and summary.returncode == 0
@@ -136,7 +136,7 @@ def test_the_pipeline_and_a_single_stage_run_through_dvc(local_slurm, tmp_path):
 def test_the_cli_submits_waits_and_prints_the_result(local_slurm, tmp_path):
     out = subprocess.run([sys.executable, "-m", "cluster.slurm", "command", "--cpus", "1", "--mem", "1",
                           "--partition", "robot", "--log-dir", str(tmp_path), "--begin", "now", "--wait",
-                          "--", "python", "-m", "components.config", "--write", str(tmp_path / "c.yaml")],
+                          "--", "python", "-m", "components.core.config", "--write", str(tmp_path / "c.yaml")],
                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     assert "submitted job" in out.stdout and "returncode=0" in out.stdout

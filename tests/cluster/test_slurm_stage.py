@@ -13,7 +13,7 @@ import yaml
 
 from cluster.resources import WorkerResources
 from cluster.slurm import submit_stage
-from components.config import load_config, to_dict
+from components.core.config import load_config, to_dict
 from tests.conftest import PROJECT_ROOT
 from tests.fixtures.pipeline_data import write_raw
 

@@ -19,9 +19,10 @@ import time
 import numpy as np
 import pytest
 
-from envs.franka import FrankaEnv, OperatorAbort, RobotConnectionError, RobotFaultError, SafetyError
 from envs.franka.camera import CameraError
+from envs.franka.env import FrankaEnv, OperatorAbort, SafetyError
 from envs.franka.geometry import euler_to_matrix, rotation_angle
+from envs.franka.robot import RobotConnectionError, RobotFaultError
 from tests.fixtures.realsense import frame_number, require_realsense, write_camera_pair
 from tests.fixtures.sim_robot import faulty_sim_command, running_sim, sim_franka_config
 

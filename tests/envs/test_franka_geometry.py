@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from components.config import load_config
+from components.core.config import load_config
 from envs.franka.geometry import (
     Pose,
     check_action,

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from components.config import PRESET_NAMES, load_config
+from components.core.config import PRESET_NAMES, load_config
 from model.batches import TrainBatch
 from model.losses import LossWeights
 from model.vla import VLAModel

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel, PhiConfig, PhiForCausalLM
 
-from components.config import load_config
+from components.core.config import load_config
 from model.batches import TrainBatch
 from model.config import VQConfig
 from model.losses import LossWeights

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import load_config
+from components.core.config import load_config
 from model.vocab import TokenLayout, build_text_tokenizer, load_text_tokenizer
 from tests.conftest import PROJECT_ROOT
 

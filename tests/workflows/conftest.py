@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config import TrackingConfig
-from components.tracking import TrackingTarget, resolve_target
+from components.core.config import TrackingConfig
+from components.core.tracking import TrackingTarget, resolve_target
 from tests.conftest import PROJECT_ROOT
 from tests.fixtures.pipeline_data import write_raw
 

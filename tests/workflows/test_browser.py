@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
-from components.tracking import attach_run, find_runs
+from components.core.tracking import attach_run, find_runs
 from tests.conftest import PROJECT_ROOT, require
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]

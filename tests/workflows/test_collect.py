@@ -10,8 +10,8 @@ import json
 import yaml
 from mlflow.tracking import MlflowClient
 
-from components.collect import collect_datasets
-from components.config import load_config
+from components.collection.collect import collect_datasets
+from components.core.config import load_config
 from tests.conftest import PROJECT_ROOT
 
 # one 2-task episode per split, one Bridge video and two LLaVA images: a minute on 2 cores
@@ -28,8 +28,7 @@ def digests(root):
 def test_dvc_stage_declares_code_params_and_outputs():
     stage = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]["collect"]
     assert stage["cmd"] == "python -m workflows.collect"
-    assert {"workflows/collect.py", "components/collect.py", "components/calvin_recorder.py", "envs/experts",
-            "envs/playtable", "envs/describe.py"} <= set(stage["deps"])
+    assert {"components/collection", "envs/experts", "envs/playtable"} <= set(stage["deps"])  # all: test_stage_deps
     assert stage["params"] == ["collect", "env"] and stage["outs"] == ["data/raw"]
     assert stage["metrics"] == [{"metrics/collect.json": {"cache": False}}]
 

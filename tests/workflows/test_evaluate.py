@@ -14,8 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from components.config import TrackingConfig
-from components.tracking import find_runs, resolve_target, start_run
+from components.core.config import TrackingConfig
+from components.core.tracking import find_runs, resolve_target, start_run
 from tests.conftest import PROJECT_ROOT
 from tests.fixtures.tiny_policy import write_tiny_checkpoint
 from workflows.evaluate import main
@@ -38,7 +38,7 @@ def evaluate(store, monkeypatch, out: str, *flags: str, **settings) -> dict:
     root, _, target, _ = store
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", target.uri)
-    monkeypatch.setattr("components.checkpoint_refs.cache_root", lambda: root / "cache")
+    monkeypatch.setattr("components.core.checkpoint_refs.cache_root", lambda: root / "cache")
     values = {"num_sequences": 2, "ep_len": EP_LEN, "num_videos": 2, "num_workers": 2, **settings}
     overrides = [f"--set=evaluate.{key}={value}" for key, value in values.items()]
     assert main(["--params", str(PROJECT_ROOT / "params.yaml"), "--out", out, "--metrics", f"{out}/eval.json",

@@ -13,13 +13,13 @@ from dataclasses import replace
 
 import pytest
 
-from components.config import TrackingConfig
-from components.evaluate import evaluate_checkpoint
-from components.policy import PolicySettings, save_policy_settings
-from components.tracking import find_runs, list_run_artifacts, resolve_target, start_run
-from components.train_loop import train_worker
-from components.train_session import LocalSession, checkpoint_name
-from components.train_state import MODEL_DIR
+from components.core.config import TrackingConfig
+from components.core.tracking import find_runs, list_run_artifacts, resolve_target, start_run
+from components.evaluation.evaluate import evaluate_checkpoint
+from components.evaluation.policy import PolicySettings, save_policy_settings
+from components.training.loop import train_worker
+from components.training.session import LocalSession, checkpoint_name
+from components.training.state import MODEL_DIR
 from tests.conftest import PROJECT_ROOT
 from tests.fixtures.training import tiny_config, tiny_inputs, tiny_job
 from workflows.report import main

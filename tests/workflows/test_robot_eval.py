@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import PROJECT_ROOT
-from components.tracking import TrackingTarget, make_client
+from components.core.config import PROJECT_ROOT
+from components.core.tracking import TrackingTarget, make_client
 from tests.fixtures.realsense import GRIPPER_SERIAL, STATIC_SERIAL, require_realsense, write_camera_pair
 from workflows import robot_eval
 

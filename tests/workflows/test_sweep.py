@@ -6,10 +6,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from components.ablation_runs import AblationPaths
-from components.config import load_config
-from components.sweep import run_sweep
-from components.tracking import find_runs
+from components.core.config import load_config
+from components.core.tracking import find_runs
+from components.experiments.ablation_runs import AblationPaths
+from components.experiments.sweep import run_sweep
 from tests.conftest import PROJECT_ROOT
 from tests.fixtures.training import tiny_inputs
 

@@ -1,0 +1,1 @@
+"""Shared by every stage: the typed config, MLflow tracking, the Ray connection, checkpoint references."""

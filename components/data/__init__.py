@@ -1,0 +1,1 @@
+"""Data stages and what training reads: ingest (readers, quarantine), tokenizers, pre-tokenization, datasets."""

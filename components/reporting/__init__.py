@@ -1,0 +1,1 @@
+"""The `report` stage: tables, plots and frame grids under reports/ and in MLflow."""

@@ -1,0 +1,1 @@
+"""Real-robot evaluation: operator-in-the-loop trials on a Franka."""

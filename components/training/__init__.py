@@ -1,0 +1,1 @@
+"""The `pretrain` and `tune` stages: the training loop on Ray Train, its state, steps and inputs."""

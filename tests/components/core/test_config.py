@@ -1,0 +1,145 @@
+"""params.yaml, the paper profile and the presets load; every kind of bad value names its key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from components.core.config import (
+    PRESET_NAMES,
+    ConfigError,
+    flatten,
+    load_config,
+    merge,
+    parse_overrides,
+    to_dict,
+)
+from tests.conftest import PROJECT_ROOT
+
+PARAMS = PROJECT_ROOT / "params.yaml"
+
+
+def write_params(tmp_path, edit):
+    """Copy params.yaml with `edit(raw_dict)` applied; return the new path."""
+    raw = yaml.safe_load(PARAMS.read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_default_params_load_and_are_frozen():
+    cfg = load_config(PARAMS)
+    assert cfg.experiment.preset == "full"
+    assert cfg.tune.init_from == "pretrain" and cfg.pretrain.init_from == "backbone"
+    assert cfg.collect.train_scenes == ("D",) and cfg.collect.val_scenes == ("D",)  # CALVIN's D -> D
+    with pytest.raises(AttributeError):
+        cfg.tune.lr = 1.0  # type: ignore[misc]
+
+
+def test_paper_profile_has_the_paper_settings():
+    cfg = load_config(PARAMS, profile="paper")
+    m = cfg.model
+    assert (m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size) == (2048, 24, 32, 8192)
+    assert m.text_vocab_size == 50295 and m.partial_rotary_factor == 0.5
+    assert m.vq.image_size == 512 and m.vq.tokens_per_image == 1024 and m.vq.codebook_size == 8192
+    assert (m.vision_image_size, m.vision_patch_size, m.vision_hidden_size) == (336, 14, 1024)
+    assert m.delta_t == m.chunk_len == 10
+    assert cfg.tune.batch_size * cfg.tune.num_workers == 64
+    assert (cfg.tune.lambda_mmu, cfg.tune.lambda_pre, cfg.tune.lambda_act) == (0.1, 1.0, 1.0)
+    assert cfg.pretrain.lambda_act == 0.0 and cfg.pretrain.steps == 20000
+    assert cfg.evaluate.num_sequences == 1000 and cfg.cluster.use_gpu
+    assert cfg.collect.train_scenes == ("A", "B", "C")  # the paper's ABC -> D
+
+
+@pytest.mark.parametrize("profile", [None, "paper"])
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_every_preset_changes_exactly_what_it_names(preset, profile):
+    base = flatten(to_dict(load_config(PARAMS, profile=profile, preset="full")))
+    cfg = load_config(PARAMS, profile=profile, preset=preset)
+    assert cfg.experiment.preset == preset
+    changed = {k for k, v in flatten(to_dict(cfg)).items() if base[k] != v}
+    named = set(yaml.safe_load(PARAMS.read_text())["presets"][preset] or {})
+    assert changed - {"experiment.preset"} <= named
+    for key in named:  # every named key takes the preset's value
+        assert flatten(to_dict(cfg))[key] == yaml.safe_load(PARAMS.read_text())["presets"][preset][key]
+
+
+def test_preset_semantics_match_the_paper():
+    no_mmu = load_config(PARAMS, preset="no_mmu")
+    assert no_mmu.pretrain.lambda_mmu == no_mmu.tune.lambda_mmu == 0 and no_mmu.tune.mmu_batch_size == 0
+    assert load_config(PARAMS, preset="no_bridge_pretrain").tune.init_from == "backbone"
+    assert load_config(PARAMS, preset="no_prediction").tune.lambda_pre == 0
+    assert not load_config(PARAMS, preset="no_mmu_condition").tune.mmu_condition
+    assert load_config(PARAMS, preset="rt2").model.action_head == "tokens"
+    phi = load_config(PARAMS, preset="phi_no_mmu")
+    assert phi.model.backbone_init == "llm" and phi.tune.lambda_mmu == 0 and not phi.tune.mmu_condition
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r["tune"].update(lambda_act=-1), "tune.lambda_act: must be >= 0.0, got -1"),
+        (lambda r: r["tune"].update(lamda_act=1), "tune.lamda_act: unknown key"),
+        (lambda r: r["pretrain"].pop("lr"), "pretrain.lr: missing"),
+        (lambda r: r["tune"].update(steps="many"), "tune.steps: expected an integer, got 'many'"),
+        (lambda r: r["tune"].update(lr="fast"), "tune.lr: expected a number, got 'fast'"),
+        (lambda r: r["tune"].update(steps=1.5), "tune.steps: expected an integer, got 1.5"),
+        (lambda r: r["tune"].update(bf16="yes"), "tune.bf16: expected true/false"),
+        (lambda r: r["tune"].update(init_from="scratch"), "tune.init_from: must be one of"),
+        (lambda r: r["model"]["vq"].update(downsample=6), "model.vq.downsample: must be a power of two"),
+        (lambda r: r["model"].update(hidden_size=100, num_heads=3), "model.hidden_size: must be divisible"),
+        (lambda r: r["evaluate"].update(num_sequences=1001), "evaluate.num_sequences: must be <= 1000"),
+        (lambda r: r["collect"].update(train_scenes="ABC"), "collect.train_scenes: expected a list"),
+        (lambda r: r["ingest"].update(max_bad_fraction=2), "ingest.max_bad_fraction: must be <= 1.0"),
+        (lambda r: r["env"].update(name="calvin"), "env.calvin_dataset_path: required"),
+        (lambda r: r["experiment"].update(preset="no_such"), "experiment.preset: unknown preset 'no_such'"),
+        (lambda r: r["presets"].update(bad={"tune.lrr": 1}), "tune.lrr: unknown key (from presets.bad)"),
+        (lambda r: r["presets"].pop("rt2"), "presets.rt2: missing"),
+        (lambda r: r.update(extra={}), "extra: unknown key"),
+        (lambda r: r.update(tune=[1, 2]), "tune: expected a mapping, got list"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, edit, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write_params(tmp_path, edit))
+    assert message in str(err.value)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such parameter file"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("tune: [unclosed\n")
+    with pytest.raises(ConfigError, match=f"{broken}: not valid YAML"):
+        load_config(broken)
+
+
+def test_overrides_apply_after_the_preset_and_must_name_real_keys():
+    cfg = load_config(PARAMS, preset="no_mmu", overrides={"tune.lambda_mmu": 0.5, "tune.lr": 1e-3})
+    assert cfg.tune.lambda_mmu == 0.5 and cfg.tune.lr == 1e-3 and cfg.pretrain.lambda_mmu == 0
+    with pytest.raises(ConfigError, match="tune.lrr: unknown key"):
+        load_config(PARAMS, overrides={"tune.lrr": 1})
+    assert load_config(PARAMS, overrides={"tune.lr": "3e-4"}).tune.lr == 3e-4  # how DVC's -S writes it
+    assert parse_overrides(["a.b=3e-4", "c=true", "d=[A, B]", "e=null"]) == {
+        "a.b": 3e-4, "c": True, "d": ["A", "B"], "e": None}
+
+
+def test_merge_does_not_mutate_and_merges_nested():
+    base = {"a": {"b": 1, "c": 2}}
+    out = merge(base, {"a": {"b": 5}}, source="t")
+    assert out == {"a": {"b": 5, "c": 2}} and base == {"a": {"b": 1, "c": 2}}
+
+
+def test_cli_prints_the_resolved_config_and_fails_with_the_key():
+    ok = subprocess.run([sys.executable, "-m", "components.core.config", "--profile", "paper"],
+                        capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert ok.returncode == 0, ok.stderr
+    assert yaml.safe_load(ok.stdout)["model"]["hidden_size"] == 2048
+    bad = subprocess.run([sys.executable, "-m", "components.core.config", "--set", "tune.lambda_act=-1"],
+                         capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert bad.returncode == 2
+    assert "tune.lambda_act: must be >= 0.0, got -1" in bad.stderr
