@@ -10,8 +10,9 @@ Line format:
     {"index": 17, "initial_state": {...}, "tasks": [5 task names],
      "subtasks": [{"task": ..., "success": true, "steps": 41}, ...], "seconds": 12.3}
 
-A crash while writing can leave a torn last line (no newline): it is dropped, with a warning, and the
-file truncated to its last complete line. Anything else malformed is an error naming the file and line.
+A crash while writing can leave a torn last line (JSON cut short, with or without its newline): it is
+dropped, with a warning, and the file truncated before it. Every entry is type-checked (`"success":
+"false"` is not a success); anything else malformed is an error naming the file and line.
 """
 
 from __future__ import annotations
@@ -40,10 +41,36 @@ def result_to_dict(result: ChainResult, seconds: float) -> dict[str, Any]:
             "seconds": round(seconds, 3)}
 
 
-def result_from_dict(data: Mapping[str, Any]) -> ChainResult:
-    """Inverse of `result_to_dict` (the timing is dropped)."""
-    subtasks = tuple(SubtaskResult(str(s["task"]), bool(s["success"]), int(s["steps"])) for s in data["subtasks"])
-    return ChainResult(int(data["index"]), dict(data["initial_state"]), tuple(data["tasks"]), subtasks)
+def result_from_dict(data: Any) -> ChainResult:
+    """Inverse of `result_to_dict` (the timing is dropped), with every field type-checked.
+
+    Raises:
+        ValueError: a missing key or a value of the wrong type, named.
+    """
+    _expect(data, dict, "entry")
+    index = _expect(data.get("index"), int, "index")
+    if index < 0:
+        raise ValueError(f"index: must be >= 0, got {index}")
+    state = _expect(data.get("initial_state"), dict, "initial_state")
+    tasks = _expect(data.get("tasks"), list, "tasks")
+    for i, task in enumerate(tasks):
+        _expect(task, str, f"tasks[{i}]")
+    subtasks = []
+    for i, sub in enumerate(_expect(data.get("subtasks"), list, "subtasks")):
+        _expect(sub, dict, f"subtasks[{i}]")
+        steps = _expect(sub.get("steps"), int, f"subtasks[{i}].steps")
+        if steps < 0:
+            raise ValueError(f"subtasks[{i}].steps: must be >= 0, got {steps}")
+        subtasks.append(SubtaskResult(_expect(sub.get("task"), str, f"subtasks[{i}].task"),
+                                      _expect(sub.get("success"), bool, f"subtasks[{i}].success"), steps))
+    return ChainResult(index, dict(state), tuple(tasks), tuple(subtasks))
+
+
+def _expect(value: Any, kind: type, key: str) -> Any:
+    """`value` when it is a `kind` (a bool is not an int), else a ValueError naming `key`."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{key}: expected {kind.__name__}, got {json.dumps(value)}")
+    return value
 
 
 class ResultsLog:
@@ -69,16 +96,23 @@ class ResultsLog:
         if not self.path.exists():
             return {}
         raw = self.path.read_bytes()
-        complete = raw[: raw.rfind(b"\n") + 1]
-        if len(complete) < len(raw):
-            warnings.warn(f"{self.path}: dropping a torn last line (a crash while writing it)", stacklevel=2)
-            with self.path.open("r+b") as f:
-                f.truncate(len(complete))
-        results: dict[int, ChainResult] = {}
-        for number, line in enumerate(complete.decode().splitlines(), start=1):
+        lines = raw.splitlines(keepends=True)
+        entries = []
+        for number, line in enumerate(lines, start=1):
             try:
-                result = result_from_dict(json.loads(line))
-            except (ValueError, KeyError, TypeError) as err:
+                entries.append(json.loads(line))
+            except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+                if number < len(lines):
+                    raise ValueError(f"{self.path}:{number}: malformed chain entry ({err})") from err
+                warnings.warn(f"{self.path}:{number}: dropping a torn last line (a crash while writing it)",
+                              stacklevel=2)
+                with self.path.open("r+b") as f:
+                    f.truncate(len(raw) - len(line))
+        results: dict[int, ChainResult] = {}
+        for number, entry in enumerate(entries, start=1):
+            try:
+                result = result_from_dict(entry)
+            except ValueError as err:
                 raise ValueError(f"{self.path}:{number}: malformed chain entry ({err})") from err
             if result.index in results:
                 raise ValueError(f"{self.path}:{number}: chain {result.index} appears twice")

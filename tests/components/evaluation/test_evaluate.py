@@ -117,3 +117,36 @@ def test_results_log_survives_a_torn_line_and_rejects_corruption(tmp_path):
     log.path.write_text("\n".join([lines[0], lines[0]]) + "\n")
     with pytest.raises(ValueError, match="appears twice"):
         log.load(chains)
+    false_success = lines[1].replace('"success": false', '"success": "false"').replace('"success": true',
+                                                                                       '"success": "true"')
+    assert false_success != lines[1]
+    log.path.write_text("\n".join([lines[0], false_success, lines[2]]) + "\n")
+    with pytest.raises(ValueError, match=r"\.jsonl:2: malformed chain entry \(subtasks\[0\]\.success: expected bool"):
+        log.load(chains)
+    for field, value in (("index", "1"), ("steps", 1.5), ("tasks", "abc")):
+        entry = json.loads(lines[1])
+        if field == "steps":
+            entry["subtasks"][0]["steps"] = value
+        else:
+            entry[field] = value
+        log.path.write_text("\n".join([lines[0], json.dumps(entry)]) + "\n")
+        with pytest.raises(ValueError, match=r"\.jsonl:2: malformed chain entry"):
+            log.load(chains)
+
+
+def test_a_torn_last_line_is_dropped_even_when_a_newline_follows_it(tmp_path):
+    chains = get_sequences(1000)
+    env = make_env(ENV, cameras=False)
+    try:
+        outcomes = run_sequential(env, GoalWritingFactory()([env]), enumerate(chains[:2]), ep_len=3)
+    finally:
+        env.close()
+    log = ResultsLog(tmp_path, IDENTITY)
+    for outcome in outcomes:
+        log.append(outcome.result, outcome.seconds)
+    whole = log.path.read_bytes()
+    with log.path.open("a") as f:
+        f.write('{"index": 2, "initial_st\n')
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert list(log.load(chains)) == [0, 1]
+    assert log.path.read_bytes() == whole
