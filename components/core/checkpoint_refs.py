@@ -2,9 +2,13 @@
 
 `resolve_checkpoint(ref, target)` returns a local folder holding a `VLAModel.save_pretrained` checkpoint.
 Run references are downloaded through `components.core.tracking` (the only mlflow import) into a cache
-under the system temp folder, once per run and path; a download lands in a scratch folder first and
-is renamed into place, so an interrupted download is never mistaken for a checkpoint. For a bare run
-id, the run's artifacts are searched for the one folder holding `config.json` + `model.safetensors`.
+private to the user (`$UPVLA_CACHE`, else `$XDG_CACHE_HOME/upvla`, else `~/.cache/upvla`; mode 0700,
+owned by the user, refused otherwise), once per run and path. The artifact path must be a plain
+relative path (no `..`, no absolute path), so a reference can never name a folder outside the cache. A
+download lands in a scratch folder first and is renamed into place, then `<folder>.sha256.json` records
+its files' SHA-256; a cached folder is trusted only while it matches its manifest (otherwise it is downloaded
+again). For a bare run id, the run's artifacts are searched for the one folder holding
+`config.json` + `model.safetensors`.
 
     resolve_checkpoint("artifacts/tune/model")
     resolve_checkpoint("runs:/3f2a.../model", target)     # target = tracking.resolve_target(cfg.tracking)
@@ -12,10 +16,14 @@ id, the run's artifacts are searched for the one folder holding `config.json` + 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shutil
 import tempfile
-from pathlib import Path
+import warnings
+from pathlib import Path, PurePosixPath
 
 from components.core.tracking import TrackingTarget, download_run_artifacts, list_run_artifacts
 
@@ -24,9 +32,34 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 SEARCH_DEPTH = 4
 
 
+ARTIFACT_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+MANIFEST_SUFFIX = ".sha256.json"  # <folder>.sha256.json beside each cached folder
+
+
 def cache_root() -> Path:
-    """Where downloaded run checkpoints are kept: `<tmp>/upvla-checkpoints/<run id>/<path>`."""
-    return Path(tempfile.gettempdir()) / "upvla-checkpoints"
+    """Where downloaded run checkpoints are kept: `<user cache>/checkpoints/<run id>/<path>`."""
+    base = os.environ.get("UPVLA_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "upvla"
+    return Path(base) / "checkpoints"
+
+
+def private_dir(folder: Path) -> Path:
+    """Create `folder` (mode 0700) or check an existing one is the user's and not writable by others."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise PermissionError(f"{folder}: the checkpoint cache must be owned by you and writable only by you "
+                              f"(owner uid {info.st_uid}, mode {oct(info.st_mode & 0o777)}); set UPVLA_CACHE to "
+                              "a private folder")
+    return folder
+
+
+def safe_artifact_path(ref: str, path: str) -> str:
+    """`path` when it is a plain relative artifact path (parts of letters, digits, `._-`; no `..`)."""
+    parts = PurePosixPath(path).parts
+    if not parts or path.startswith("/") or not all(ARTIFACT_PART.match(p) and p != ".." for p in parts):
+        raise ValueError(f"{ref}: the artifact path {path!r} must be relative, without '..', of letters, digits "
+                         "and ._- only")
+    return "/".join(parts)
 
 
 def parse_run_ref(ref: str) -> tuple[str, str | None] | None:
@@ -35,7 +68,8 @@ def parse_run_ref(ref: str) -> tuple[str, str | None] | None:
         run_id, _, path = ref.removeprefix("runs:/").partition("/")
         if not RUN_ID.match(run_id):
             raise ValueError(f"{ref}: expected runs:/<32-hex run id>/<artifact path>")
-        return run_id, path.strip("/") or None
+        path = path.strip("/")
+        return run_id, safe_artifact_path(ref, path) if path else None
     return (ref, None) if RUN_ID.match(ref) else None
 
 
@@ -53,17 +87,46 @@ def resolve_checkpoint(ref: str | Path, target: TrackingTarget | None = None) ->
     if target is None:
         raise ValueError(f"{text}: a run reference needs the MLflow store (pass target=resolve_target(cfg.tracking))")
     run_id, path = run
-    path = path or find_checkpoint_artifact(target, run_id)
-    dst = cache_root() / run_id / path
+    path = safe_artifact_path(text, path or find_checkpoint_artifact(target, run_id))
+    root = private_dir(cache_root())
+    dst = root / run_id / path
+    if dst.is_dir() and not _matches_manifest(dst):
+        warnings.warn(f"{dst}: cached checkpoint differs from its manifest; downloading it again", stacklevel=2)
+        shutil.rmtree(dst)
     if not dst.is_dir():
-        scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=_mkdir(cache_root())))
+        scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
         try:
             downloaded = download_run_artifacts(target, run_id, path, scratch)
+            digests = _digests(downloaded)
             _mkdir(dst.parent)
             downloaded.rename(dst)
+            _manifest(dst).write_text(json.dumps(digests, indent=1, sort_keys=True))  # last: marks it complete
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return _check_folder(dst, source=f"runs:/{run_id}/{path}")
+
+
+def _manifest(folder: Path) -> Path:
+    return folder.parent / f"{folder.name}{MANIFEST_SUFFIX}"
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under `folder`, by relative path."""
+    digests = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digests[str(file.relative_to(folder))] = digest.hexdigest()
+    return digests
+
+
+def _matches_manifest(folder: Path) -> bool:
+    try:
+        return json.loads(_manifest(folder).read_text()) == _digests(folder)
+    except (OSError, ValueError):
+        return False
 
 
 def find_checkpoint_artifact(target: TrackingTarget, run_id: str) -> str:

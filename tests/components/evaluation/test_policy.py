@@ -131,6 +131,27 @@ def test_load_from_an_mlflow_run(checkpoint, tracking_target, observations, tmp_
         assert np.array_equal(load_policy(ref, target=tracking_target).step(obs[0], goals[0]), expected)
     with pytest.raises(ValueError, match="needs the MLflow store"):
         load_policy(run.run_id)
+    cached = tmp_path / "cache" / run.run_id / "model"
+    (cached / "model.safetensors").write_bytes(b"tampered")  # a cached folder is verified before it is trusted
+    with pytest.warns(UserWarning, match="differs from its manifest"):
+        assert checkpoint_digest(resolve_checkpoint(f"runs:/{run.run_id}/model", tracking_target)) == \
+            checkpoint_digest(checkpoint)
+    for bad in (f"runs:/{run.run_id}/../..", f"runs:/{run.run_id}/model/../../x", f"runs:/{run.run_id}/a\x00b"):
+        with pytest.raises(ValueError, match="artifact path"):
+            resolve_checkpoint(bad, tracking_target)
+
+
+def test_the_run_cache_is_private(tmp_path, monkeypatch):
+    from components.core.checkpoint_refs import cache_root, private_dir
+
+    monkeypatch.setenv("UPVLA_CACHE", str(tmp_path / "mine"))
+    assert cache_root() == tmp_path / "mine" / "checkpoints"
+    assert private_dir(cache_root()).stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(PermissionError, match="owned by you and writable only by you"):
+        private_dir(shared)
 
 
 def test_bad_checkpoints_are_named(tmp_path, checkpoint):
