@@ -20,7 +20,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: run test install system-deps ui lint clean-runs
+.PHONY: run test install system-deps ui lint
 
 ## run: set up if needed, then run the whole pipeline on the embedded CPU default (dvc repro) and print the results
 run: $(INSTALLED)

@@ -4,7 +4,7 @@ Each node is one `ray start --block` process. It owns the node's daemons (GCS, r
 and takes them down when it gets SIGTERM, so a node is stopped by its own process id: never with
 `ray stop`, which kills every Ray process on the machine, other users' and other sessions' included.
 
-Facts this module encodes (../shared/specs/stack-notes.md §2, §3):
+Facts about Ray 2.60 this module encodes:
 * Ray 2.60 turns token authentication on for `ray start`; every process that talks to the cluster
   (workers, drivers, `ray job submit`) needs `RAY_AUTH_MODE=token` and the same token. Each cluster
   here gets its own token file, named by `RAY_AUTH_TOKEN_PATH`, instead of sharing `~/.ray/auth_token`.

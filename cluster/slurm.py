@@ -8,9 +8,10 @@
     python -m cluster.slurm --help
 
 Resources default to `params.yaml`'s `slurm:` section (`--profile paper` for a 4-GPU node); flags
-override them. Each job gets a folder `<slurm.log_dir>/<job id>/` with its sbatch script, logs and
-pickled call and result. From Python, `submit_command`, `submit_stage`, `submit_pipeline`,
-`submit_ray_cluster` and `submit_function` return submitit jobs (`.job_id`, `.result()`, `.cancel()`).
+override them. `--profile` only sizes the job: the `dvc repro` it runs reads `params.yaml` as it is.
+Each job gets a folder `<slurm.log_dir>/<job id>/` with its sbatch script, logs and pickled call and result.
+From Python, `submit_command`, `submit_stage`, `submit_pipeline`, `submit_ray_cluster` and `submit_function`
+return submitit jobs (`.job_id`, `.result()`, `.cancel()`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Batch types the model consumes and the helpers that build them from raw data.
 
-The data pipeline (issue 6) pre-tokenizes frames to VQ codes and collates `RobotBatch` / `MMUBatch`;
-the policy (issue 8) builds a `RobotBatch` without targets from camera frames every chunk_len steps.
+The data pipeline (components/data/) pre-tokenizes frames to VQ codes and collates `RobotBatch` / `MMUBatch`;
+the policy (components/evaluation/policy.py) builds a `RobotBatch` without targets from camera frames every
+chunk_len steps.
 Text ids are raw text-tokenizer ids right-padded with the layout's `[PAD]` id (`TokenLayout.pad_id`);
 codes are raw codebook indices in [0, codebook_size) (the model adds the vocabulary offset).
 

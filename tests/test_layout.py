@@ -1,4 +1,4 @@
-"""The project's layout and dependency direction (DESIGN.md), enforced on the source itself.
+"""The project's layout and dependency direction, enforced on the source itself.
 
 model/ and envs/ import nothing else from the project; components/ may import model/ and envs/;
 cluster/ and workflows/ may import components/ (and below); nothing imports workflows/.
@@ -75,7 +75,8 @@ def test_components_are_grouped_by_concern_and_tests_mirror_them():
     loose = sorted(p.name for p in (PROJECT_ROOT / "components").glob("*.py") if p.name != "__init__.py")
     assert not loose, f"components/ holds modules outside a subpackage: {loose}"
     packages = {p.parent.name for p in (PROJECT_ROOT / "components").glob("*/__init__.py")}
-    test_dirs = {p.name for p in (PROJECT_ROOT / "tests/components").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    test_dirs = {p.name for p in (PROJECT_ROOT / "tests/components").iterdir()
+                 if p.is_dir() and p.name != "__pycache__"}
     assert test_dirs <= packages, f"tests/components/ folders without a components/ subpackage: {test_dirs - packages}"
     loose_tests = sorted(p.name for p in (PROJECT_ROOT / "tests/components").glob("test_*.py"))
     assert not loose_tests, f"tests/components/ holds tests outside the mirrored folders: {loose_tests}"

@@ -2,7 +2,10 @@
 
     python -m workflows.ablations                                   # all 7 presets on a local Ray
     python -m workflows.ablations --presets full,no_mmu,no_mmu_condition --profile smoke
-    ray job submit --working-dir . -- python -m workflows.ablations --root "$PWD" --presets all
+    ray job submit --working-dir . -- python workflows/ablations.py --root "$PWD" --presets all
+
+`ray job submit` needs a running Ray head, `RAY_API_SERVER_ADDRESS` naming its job server and
+`RAY_AUTH_MODE=token` (README.md, Ablations, walks through it).
 
 Collects the raw datasets once (or reads `--raw`, e.g. data/raw, unless ingest.*_dir name them); writes
 keyed stage outputs under `<root>/<--out>` (re-runs reuse finished stages), the tables to

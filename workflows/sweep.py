@@ -2,7 +2,7 @@
 
     python -m workflows.sweep                                   # params.yaml's sweep: section, local Ray
     python -m workflows.sweep --profile smoke --set sweep.num_trials=3 --set sweep.objective=train_loss
-    ray job submit --working-dir . -- python -m workflows.sweep --root "$PWD"
+    ray job submit --working-dir . -- python -m workflows.sweep --root "$PWD"   # to a head: README.md, Ablations
 
 Prepares the shared inputs once (collect unless `--raw` names raw datasets, ingest, tokenizer, pretokenize,
 and stage 1 when tune.init_from is pretrain; keyed under `<root>/<--out>`, reused by re-runs), then runs

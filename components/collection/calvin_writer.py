@@ -1,4 +1,4 @@
-"""Assembles recorded episodes into one CALVIN split folder (specs/calvin.md §1).
+"""Assembles recorded episodes into one CALVIN split folder, in the layout of CALVIN's released datasets.
 
     <split>/episode_XXXXXXX.npz               frames, renumbered with global ids in episode order
     <split>/ep_start_end_ids.npy, ep_lens.npy  int64 (n, 2) inclusive [start, end] and (n,)

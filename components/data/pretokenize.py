@@ -17,7 +17,7 @@ core encoded while the other idled.)
 `manifest.json` records what the shards were made from (VQ weights hash, model settings, input files);
 a run with a different manifest discards the old shards instead of mixing them. Schema:
 components/data/tables.py `TOKENS_SCHEMA`. Encoding actors get fractional CPUs so Ray Data's read tasks
-still fit on a 2-CPU machine (stack-notes §2: integer actor CPUs deadlock it).
+still fit on a 2-CPU machine (actors of one whole CPU each would take both, and the reads would never run).
 
     summary = pretokenize_frames(cfg.pretokenize, cfg.model, Path("artifacts/vq"), Path("data/ingested"),
                                  Path("data/tokens"))

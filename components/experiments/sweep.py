@@ -11,7 +11,7 @@ Resuming: the Optuna study lives in `sweep.storage` (sqlite). A re-run loads it,
 run left RUNNING as FAIL, and runs only the trials still missing to reach `sweep.num_trials`; TPE sees
 every finished trial, and its seed is offset by the finished trials, so a resumed study does not replay
 the start-up points already evaluated (a failed trial's point may be tried again). A trial's stage-2
-model is keyed by its config (components/experiments/ablations.tune_key), so a trial re-suggested with identical
+model is keyed by its config (components.experiments.ablations.tune_key), so a trial re-suggested with identical
 values reuses the trained model.
 
 MLflow (experiment `<prefix>-sweep`): a parent run per invocation `sweep-<study>-s<seed>`, a child per

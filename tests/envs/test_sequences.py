@@ -1,4 +1,4 @@
-"""CALVIN's evaluation chains: check values from specs/calvin.md §3/§3a and the reset rule."""
+"""CALVIN's evaluation chains: values of CALVIN's own 1000 (chain 0, its seed, task counts) and the reset rule."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def ablation_job(local_ray_head, tmp_path_factory) -> AblationJob:
     """`ray job submit --working-dir . -- python workflows/ablations.py --profile smoke ...`, run once."""
     root = tmp_path_factory.mktemp("ablations")
     write_raw(root / "raw")
-    # the script form the issue and cluster/README document (`-m workflows.ablations` works the same)
+    # the script form README.md documents (`-m workflows.ablations` works the same)
     command = ["ray", "job", "submit", "--working-dir", ".", "--", "python", "workflows/ablations.py",
                "--profile", "smoke", "--presets", ",".join(ABLATION_PRESETS), "--root", str(root), "--raw", "raw"]
     start = time.perf_counter()

@@ -9,7 +9,7 @@ from components.collection.calvin_recorder import label_windows
 from envs.playtable import PlayTableEnv
 from envs.tasks import TaskOracle
 
-DRAWER, LED = 1, 5  # scene_obs indices (specs/calvin.md)
+DRAWER, LED = 1, 5  # indices in CALVIN's scene_obs (sliding door, drawer, button, switch, lightbulb, LED, ...)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
+import components.collection.collect as collect_stage
 from components.collection.calvin_recorder import to_relative_action
-from components.collection.collect import collect_datasets
+from components.collection.collect import collect_datasets, sample_grid
 from components.core.config import load_config
 from components.data.sources.bridge import find_trajectories, read_instruction, read_trajectory
 from components.data.sources.calvin import load_episodes, read_frame
@@ -20,8 +21,9 @@ from envs.annotations import load_evaluation_sentences, load_training_sentences
 from envs.playtable import PlayTableEnv
 from envs.playtable.scene import BUTTON, DOORS, SWITCH
 from envs.tasks import TaskOracle
+from tests.fixtures.pictures import has_text, label_bands
 
-# specs/calvin.md §1: key -> (shape, dtype kind); tactile is not written (no tacto sensor here)
+# CALVIN's per-frame npz keys -> (shape, dtype kind); tactile is not written (no tacto sensor here)
 SPEC = {"rgb_static": ((200, 200, 3), np.uint8), "rgb_gripper": ((84, 84, 3), np.uint8),
         "depth_static": ((200, 200), np.float32), "depth_gripper": ((84, 84), np.float32),
         "actions": ((7,), np.floating), "rel_actions": ((7,), np.floating), "robot_obs": ((15,), np.floating),
@@ -135,3 +137,18 @@ def test_llava_samples_pass_the_llava_reader_and_describe_the_scene(collected):
         assert questions[0] == "Describe the scene." and len(questions) == 3
         assert answers[0].endswith(".") and "drawer" in answers[0]
         assert read_image(out / "llava", sample["image"])
+
+
+def test_the_logged_sample_grid_labels_each_scene_row_and_frame_column(collected, monkeypatch):
+    out, _ = collected
+    picture = sample_grid(out / "calvin", tiny_config(), per_scene=3)
+    header, left, grid = label_bands(picture, (2 * 200, 3 * 200, 3))  # scenes A and D, 200 px static frames
+    first_a = np.load(out / "calvin" / "training" / "episode_0000000.npz")["rgb_static"]
+    assert np.array_equal(grid[:200, :200], first_a)
+    assert has_text(header) and has_text(left[:200]) and has_text(left[200:])
+    seen = {}
+    monkeypatch.setattr(collect_stage, "label_grid", lambda grid, **labels: seen.update(labels) or grid)
+    sample_grid(out / "calvin", tiny_config(), per_scene=3)
+    assert "static-camera frames" in seen["title"]
+    assert [t for _, t in seen["columns"]] == ["first frame", "frame 2 of 3", "last frame"]
+    assert [t.split("\n")[0] for _, t in seen["rows"]] == ["scene A (training)", "scene D (validation)"]
