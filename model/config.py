@@ -25,7 +25,7 @@ class VQConfig:
     downsample: int = _f(ge=2)
     # lookup-free quantiser code dimension; the codebook has 2**codebook_bits codes
     codebook_bits: int = _f(ge=1, le=18)
-    # channels of the first conv stage
+    # channels of the first conv stage (x2, then x4 at the lower resolutions)
     base_channels: int = _f(ge=1)
     # residual blocks per resolution
     num_res_blocks: int = _f(ge=0)
@@ -52,31 +52,35 @@ class VQConfig:
 class ModelConfig:
     """UP-VLA: Phi backbone + CLIP vision tower + VQ codes + MAP action head (or RT-2 action tokens)."""
 
-    # local transformers Phi (or Show-o LLM) folder to load; null = random init at the sizes below
+    # local transformers Phi folder of a unified (Show-o-style) LLM, loaded when backbone_init is `unified`; null =
+    # random init at the sizes below
     backbone_path: str | None
-    # plain language-model folder (Phi-1.5) used when backbone_init is `llm`; null = random init
+    # local transformers Phi folder of a plain LLM (Phi-1.5), loaded when backbone_init is `llm`; null = random init at
+    # the sizes below
     llm_path: str | None
-    # `unified`: start from backbone_path (a Show-o-style VLM); `llm`: from llm_path (LLM only, no MMU)
+    # `unified`: start from backbone_path (a Show-o-style VLM, the paper); `llm`: from llm_path (LLM only, no MMU: the
+    # phi_no_mmu baseline)
     backbone_init: Literal["unified", "llm"]
     # local transformers CLIP vision folder to load; null = random init at the sizes below
     vision_path: str | None
-    # text vocabulary of the tokenizer (Phi-1.5: 50295); special tokens and VQ codes are appended
+    # text tokens of the tokenizer, ids [0, text_vocab_size) (Phi-1.5: 50295), as many as the text tokenizer has;
+    # special tokens, VQ codes and action bins come after (model/vocab.py)
     text_vocab_size: int = _f(ge=1)
-    # backbone width
+    # backbone width, channels
     hidden_size: int = _f(ge=8)
     # backbone transformer layers
     num_layers: int = _f(ge=1)
-    # backbone attention heads
+    # backbone attention heads (head dim = hidden_size / num_heads)
     num_heads: int = _f(ge=1)
-    # backbone MLP width
+    # backbone MLP width, channels
     intermediate_size: int = _f(ge=1)
-    # longest sequence the backbone's rotary tables cover, tokens
+    # longest sequence the backbone's rotary tables cover, tokens; the longest robot sequence must fit (checked at load)
     max_position_embeddings: int = _f(ge=16)
     # fraction of each head's dimension that is rotated (Phi: 0.5)
     partial_rotary_factor: float = _f(gt=0.0, le=1.0)
-    # CLIP vision tower width
+    # CLIP vision tower width, channels
     vision_hidden_size: int = _f(ge=8)
-    # CLIP vision tower layers
+    # CLIP vision tower layers (of the checkpoint; the ones after vision_feature_layer are dropped)
     vision_layers: int = _f(ge=1)
     # CLIP vision tower heads
     vision_heads: int = _f(ge=1)
@@ -91,28 +95,30 @@ class ModelConfig:
     freeze_vision: bool
     # VQ image tokenizer
     vq: VQConfig
-    # camera views whose codes form the image block: 1 = static, 2 = static + gripper
+    # camera views whose codes form the image block: 1 = static, 2 = static + gripper (both in one soi/eoi block, as the
+    # reference's num_view: 2)
     num_views: int = _f(ge=1, le=2)
-    # actions predicted per forward (k action queries); the paper: 10
+    # actions predicted per forward (k action queries), control steps; the paper: 10
     chunk_len: int = _f(ge=1)
     # how far ahead the predicted future frame is, control steps; the paper: 10
     delta_t: int = _f(ge=1)
     # action dimension: 6-D relative pose + gripper
     action_dim: int = _f(ge=2)
-    # `map`: MAP head regressing a chunk (UP-VLA); `tokens`: discretised actions decoded as tokens (RT-2)
+    # `map`: MAP head regressing a chunk (UP-VLA); `tokens`: discretised actions decoded autoregressively as tokens
+    # (RT-2)
     action_head: Literal["map", "tokens"]
     # bins per action dimension for the `tokens` head
     action_bins: int = _f(ge=2)
     # attention heads of the MAP action head's latent query (the reference: 8)
     map_heads: int = _f(ge=1)
-    # `map` head: regress the pose standardised per dimension with the training data's mean and std (kept in
-    # the checkpoint). The reference regresses raw CALVIN rel_actions (std 0.13-0.31): their MSE is then too
-    # small beside the gripper BCE and the CE terms for the backbone to learn the pose
+    # `map` head: regress the pose standardised per dimension with the training data's mean and std (kept in the
+    # checkpoint); false = the reference's raw CALVIN rel_actions (std 0.13-0.31), whose MSE is then too small beside
+    # the gripper BCE and the CE terms for the backbone to learn the pose
     normalize_actions: bool
     # the action queries also read the robot's proprioception (CALVIN robot_obs through a small MLP, added to
     # each query's embedding; model/proprio.py). UP-VLA has none
     proprio: bool
-    # longest instruction in text tokens
+    # longest instruction, text tokens
     max_text_len: int = _f(ge=1)
     # longest scene description (MMU-conditioned prompt), text tokens; also the generation budget
     max_description_len: int = _f(ge=1)

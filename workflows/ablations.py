@@ -17,7 +17,7 @@ land there, not in Ray's temporary copy. Exits 1 if a variant failed (the others
 
 from __future__ import annotations
 
-from components.core.entry import prepare_environment
+from components.core.entry import cli_main, prepare_environment
 
 prepare_environment()  # before Ray or transformers is imported
 
@@ -25,13 +25,14 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from components.core.config import load_config, parse_overrides  # noqa: E402
+from components.core.config import ConfigError, load_config, parse_overrides  # noqa: E402
 from components.core.ray_runtime import ray_connection  # noqa: E402
 from components.core.tracking import experiment_name, resolve_target  # noqa: E402
 from components.experiments.ablation_runs import AblationPaths, run_ablations  # noqa: E402
 from components.experiments.ablations import ALL_PRESETS, parse_presets, plan_ablations  # noqa: E402
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Run the named presets; print the tables; exit 1 if any variant failed."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         configs = {name: load_config(args.params, profile=args.profile, preset=name, overrides=overrides)
                    for name in parse_presets(args.presets)}
         plan = plan_ablations(configs)
-    except ValueError as err:  # ConfigError included: the message names the key or preset
+    except ConfigError:
+        raise  # one `config error:` line (cli_main)
+    except ValueError as err:  # an unknown preset name, or variants the plan cannot share stages between
         print(f"ablations: {err}", file=sys.stderr)
         return 2
     cfg = plan.variants[0].cfg

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from components.collection.collect import collect_datasets
 from components.core.config import add_config_args, config_from_args, flatten, to_dict
-from components.core.entry import write_metrics
+from components.core.entry import cli_main, write_metrics
 from components.core.tracking import experiment_name, resolve_target, run_name, start_run
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Collect the three raw datasets."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -11,7 +11,7 @@ metrics/eval.json, and logs an MLflow run `evaluate-<preset>-s<seed>`. A re-run 
 
 from __future__ import annotations
 
-from components.core.entry import prepare_environment, write_metrics
+from components.core.entry import cli_main, prepare_environment, write_metrics
 
 prepare_environment()  # before Ray or transformers is imported
 
@@ -24,6 +24,7 @@ from components.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
 from envs.protocol import format_summary  # noqa: E402
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Evaluate the checkpoint named by the flags (default: params.yaml's evaluate.checkpoint)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -9,7 +9,7 @@ MLflow run `ingest-<preset>-s<seed>` (counts, and the quarantine report as artif
 
 from __future__ import annotations
 
-from components.core.entry import prepare_environment, write_metrics
+from components.core.entry import cli_main, prepare_environment, write_metrics
 
 prepare_environment()  # before Ray or transformers is imported
 
@@ -24,6 +24,7 @@ from components.data.ingest import ingest_datasets, resolve_sources, summary_dic
 from envs.describe import describe_scene  # noqa: E402
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Ingest the configured dataset folders."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -9,7 +9,7 @@ MLflow run `pretokenize-<preset>-s<seed>`.
 
 from __future__ import annotations
 
-from components.core.entry import prepare_environment, write_metrics
+from components.core.entry import cli_main, prepare_environment, write_metrics
 
 prepare_environment()  # before Ray or transformers is imported
 
@@ -24,6 +24,7 @@ from components.core.tracking import experiment_name, resolve_target, run_name, 
 from components.data.pretokenize import pretokenize_frames  # noqa: E402
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Encode every pending shard."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -12,7 +12,7 @@ to ray_results/pretrain (an interrupted run resumes when re-run). Logs the MLflo
 
 from __future__ import annotations
 
-from components.core.entry import prepare_environment, write_metrics
+from components.core.entry import cli_main, prepare_environment, write_metrics
 
 prepare_environment()  # before Ray or transformers is imported
 
@@ -25,6 +25,7 @@ from components.core.tracking import experiment_name, resolve_target, run_name, 
 from components.training.train import add_input_args, pretrain, stage_inputs, stage_params  # noqa: E402
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Train stage 1 and write its model folder and metrics."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 
 from components.core.config import add_config_args, config_from_args
+from components.core.entry import cli_main
 from components.core.tracking import experiment_name, resolve_target, run_name, start_run
 from components.reporting.report import ReportError, format_summary, read_summary, write_report
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Write the report, or with --summary print the last one; exit 2 naming a missing input."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

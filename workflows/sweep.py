@@ -13,7 +13,7 @@ Exits 1 if a trial failed.
 
 from __future__ import annotations
 
-from components.core.entry import prepare_environment
+from components.core.entry import cli_main, prepare_environment
 
 prepare_environment()  # before Ray or transformers is imported
 
@@ -29,6 +29,7 @@ from components.experiments.ablation_runs import AblationPaths  # noqa: E402
 from components.experiments.sweep import prepare_inputs, run_sweep  # noqa: E402
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Run the study's missing trials and print its best one."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

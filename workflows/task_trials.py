@@ -12,7 +12,7 @@ evaluation sentence, up to --ep-len steps, the task oracle.
 
 from __future__ import annotations
 
-from components.core.entry import prepare_environment, write_metrics
+from components.core.entry import cli_main, prepare_environment, write_metrics
 
 prepare_environment()  # before Ray or transformers is imported
 
@@ -23,6 +23,7 @@ from components.evaluation.task_trials import ARTICULATED, evaluate_tasks  # noq
 from envs.symbolic import TASK_ORDER  # noqa: E402
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Run the trials and write the per-task success rates."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

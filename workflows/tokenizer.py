@@ -15,11 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import add_config_args, config_from_args, flatten, to_dict
-from components.core.entry import write_metrics
+from components.core.entry import cli_main, write_metrics
 from components.core.tracking import experiment_name, resolve_target, run_name, start_run
 from components.data.tokenizer import prepare_tokenizers
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Fit or load the tokenizers."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

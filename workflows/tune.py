@@ -12,7 +12,7 @@ Logs the MLflow run `tune-<preset>-s<seed>`.
 
 from __future__ import annotations
 
-from components.core.entry import prepare_environment, write_metrics
+from components.core.entry import cli_main, prepare_environment, write_metrics
 
 prepare_environment()  # before Ray or transformers is imported
 
@@ -25,6 +25,7 @@ from components.core.tracking import experiment_name, resolve_target, run_name, 
 from components.training.train import add_input_args, stage_inputs, stage_params, tune  # noqa: E402
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Train stage 2 and write its model folder (with policy.json) and metrics."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

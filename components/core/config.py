@@ -7,8 +7,8 @@ merge mechanism, and every key they name must already exist:
 * a **preset** (`experiment.preset`, one of `params.yaml`'s `presets:`), dotted overrides;
 * command-line **overrides** (`--set tune.lr=3e-4`).
 
-Unknown keys, missing keys, wrong types and out-of-range values raise `ConfigError` naming the
-key path, e.g. ``tune.lambda_act: must be >= 0, got -1``.
+Unknown keys, missing keys, wrong types, non-finite numbers (NaN, ±inf) and out-of-range values raise
+`ConfigError` naming the key path, e.g. ``tune.lambda_act: must be >= 0, got -1``.
 
 Run:
     python -m components.core.config                      # print the resolved default
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -58,7 +59,7 @@ def _f(default: Any = dataclasses.MISSING, **constraints: Any) -> Any:
 class ExperimentConfig:
     """What is being run: the preset and the seed shared by every stage."""
 
-    # ablation/baseline preset applied on top of this file; a key of `presets`
+    # ablation/baseline preset applied on top of the parameter file and the profile; one of `presets`
     preset: str
     # global seed: data order, initialisation, evaluation noise
     seed: int = _f(ge=0)
@@ -68,7 +69,7 @@ class ExperimentConfig:
 class CollectConfig:
     """`collect`: scripted-expert demonstrations written in CALVIN, Bridge and LLaVA formats."""
 
-    # seed of the collection (episode layouts, task order, sentence choice)
+    # seed of the whole collection: every job's seed derives from it (episode layouts, task order, sentence choice)
     seed: int = _f(ge=0)
     # parallel collection processes
     num_workers: int = _f(ge=1)
@@ -82,11 +83,13 @@ class CollectConfig:
     val_episodes_per_scene: int = _f(ge=1)
     # expert subtasks chained in one play episode
     tasks_per_episode: int = _f(ge=1)
-    # chance of an articulated task (door, drawer, LED, bulb) relative to a block task among the valid ones
+    # chance of an articulated task (door, drawer, LED, bulb; 8 of CALVIN's 34) relative to a block task when drawing
+    # the next one among the valid tasks (1: uniform)
     articulated_weight: float = _f(gt=0)
-    # Bridge-format prediction-only videos (randomised colours/layouts never used in evaluation)
+    # Bridge-format prediction-only videos: one expert task each, with random colours and camera pose (settings the
+    # evaluation never sees)
     bridge_videos: int = _f(ge=0)
-    # LLaVA-format images, each with several question/answer turns
+    # LLaVA-format images, each with a scene description and llava_questions more question/answer turns
     llava_images: int = _f(ge=0)
     # questions per LLaVA image besides "Describe the scene."
     llava_questions: int = _f(ge=0)
@@ -118,7 +121,7 @@ class IngestConfig:
     bridge_dir: str | None
     # LLaVA-665k folder (JSON + images); null = the folder `collect` writes
     llava_dir: str | None
-    # the stage fails when more than this fraction of records is quarantined
+    # the stage fails when a table loses more than this fraction of its records to quarantine
     max_bad_fraction: float = _f(ge=0.0, le=1.0)
     # rows per Parquet file (the unit of parallel reads)
     rows_per_file: int = _f(ge=1)
@@ -128,7 +131,7 @@ class IngestConfig:
 class TokenizerConfig:
     """`tokenizer`: fit the VQ image tokenizer on ingested frames, or load a pretrained folder."""
 
-    # pretrained tokenizer folder (save_pretrained format); null = fit on the ingested frames
+    # pretrained VQ tokenizer folder (save_pretrained format); null = fit one on the ingested frames
     pretrained: str | None
     # optimisation steps when fitting
     steps: int = _f(ge=1)
@@ -136,11 +139,11 @@ class TokenizerConfig:
     batch_size: int = _f(ge=1)
     # AdamW learning rate
     lr: float = _f(gt=0.0)
-    # weight of the LFQ entropy/commitment terms
+    # weight of the LFQ entropy term (the commitment term has a fixed weight of 0.25)
     entropy_weight: float = _f(ge=0.0)
     # frames (evenly spaced over the ingested frames table) decoded into memory to fit on
     max_frames: int = _f(ge=1)
-    # frames held out of fitting (evenly spaced, disjoint from the fitted ones) to measure reconstruction PSNR
+    # frames held out of fitting (evenly spaced, disjoint from the fitted ones) whose reconstruction PSNR (dB) is logged
     eval_frames: int = _f(ge=1)
     # log losses and held-out PSNR every this many steps
     log_every: int = _f(ge=1)
@@ -153,13 +156,13 @@ class TokenizerConfig:
 class PretokenizeConfig:
     """`pretokenize`: every frame -> VQ codes with Ray Data, sharded Parquet."""
 
-    # frames per `map_batches` call
+    # frames per encoding call of an actor
     batch_size: int = _f(ge=1)
-    # CPUs reserved per encoding actor (fractional on 2-CPU machines: see stack notes, Ray Data deadlock)
+    # CPUs Ray reserves per encoding actor; it encodes with one torch thread per whole CPU, at least one
     cpus_per_worker: float = _f(gt=0.0)
-    # parallel encoding actors
+    # encoding actors (Ray Data ActorPoolStrategy size)
     num_workers: int = _f(ge=1)
-    # frames per output shard (the unit of resume)
+    # frames per output shard, the unit of resume (a re-run skips finished shards)
     shard_size: int = _f(ge=1)
     # GPUs per encoding actor (0 = encode on CPU); the cluster must have num_workers x this many
     gpus_per_worker: float = _f(ge=0.0)
@@ -169,29 +172,30 @@ class PretokenizeConfig:
 class TrainConfig:
     """`pretrain` (stage 1) and `tune` (stage 2): one loop, two parameter sets."""
 
-    # where the weights start: `backbone` (model.backbone_path or random init) or `pretrain` (stage-1 output)
+    # where the weights start: `backbone` (the Phi and CLIP folders of `model`, or random init at the model sizes) or
+    # `pretrain` (stage 1's model, artifacts/pretrain/model)
     init_from: Literal["backbone", "pretrain"]
-    # optimiser steps (after gradient accumulation)
+    # optimiser steps (each one = grad_accum micro-batches on every worker)
     steps: int = _f(ge=1)
     # robot (PRE/ACT) samples per worker per micro-batch, not global
     batch_size: int = _f(ge=1)
-    # understanding (MMU) samples per worker per micro-batch; 0 disables MMU co-training data
+    # understanding (MMU) samples per worker per micro-batch; 0 = no VQA data (lambda_mmu must then be 0)
     mmu_batch_size: int = _f(ge=0)
     # micro-batches accumulated per optimiser step
     grad_accum: int = _f(ge=1)
     # peak AdamW learning rate
     lr: float = _f(gt=0.0)
-    # AdamW weight decay (not applied to biases, norms and embeddings)
+    # AdamW decoupled weight decay on weight matrices (not biases, norms, embeddings or the MAP head's latent query)
     weight_decay: float = _f(ge=0.0)
-    # linear warm-up steps, then cosine decay to min_lr_ratio * lr
+    # linear warm-up, optimiser steps; then cosine decay to min_lr_ratio * lr
     warmup_steps: int = _f(ge=0)
     # floor of the cosine schedule, as a fraction of lr
     min_lr_ratio: float = _f(ge=0.0, le=1.0)
     # global gradient-norm clip; 0 disables clipping
     clip_grad_norm: float = _f(ge=0.0)
-    # bf16 autocast for matrix math (≈3x faster on this CPU, and on GPUs)
+    # bf16 autocast for matrix math
     bf16: bool
-    # recompute activations in backward to save memory (paper scale)
+    # recompute activations in backward: less memory, ~30% more time
     grad_checkpointing: bool
     # weight of the understanding loss L_MMU
     lambda_mmu: float = _f(ge=0.0)
@@ -201,7 +205,7 @@ class TrainConfig:
     lambda_act: float = _f(ge=0.0)
     # robot (PRE/ACT) data: source ("calvin", "bridge") -> sampling weight; the MMU share is set by mmu_batch_size
     robot_mix: dict[str, float]
-    # prefix the action prompt with CLIP tokens + scene description (the paper's L')
+    # prefix the robot (PRE/ACT) prompt with CLIP tokens + scene description before the instruction (the paper's L')
     mmu_condition: bool
     # Ray Train workers (data-parallel ranks)
     num_workers: int = _f(ge=1)
@@ -210,17 +214,17 @@ class TrainConfig:
     strategy: Literal["ddp", "fsdp"]
     # CPU cores Ray reserves per worker (= its torch threads); on GPU nodes, cores for the input pipeline
     cpus_per_worker: int = _f(ge=1)
-    # DataLoader processes per worker collating batches (0 = in the training process)
+    # DataLoader processes per worker collating batches (0 = collate in the training process)
     loader_workers: int = _f(ge=0)
     # times Ray Train restarts the worker group after a worker or node failure, from the latest checkpoint
     max_failures: int = _f(ge=0)
-    # save a full-state checkpoint every this many steps
+    # save a full-state checkpoint every this many steps and at the end
     checkpoint_every: int = _f(ge=1)
-    # checkpoints kept on disk (oldest deleted first)
+    # full-state checkpoints Ray keeps in the run's storage (oldest deleted first)
     keep_checkpoints: int = _f(ge=1)
-    # log losses every this many steps
+    # log the loss terms, learning rate, gradient norm and throughput to MLflow every this many steps and at the end
     log_every: int = _f(ge=1)
-    # log a predicted-vs-true future-frame grid every this many steps
+    # log a predicted-vs-true future-frame grid to MLflow every this many steps and at the end
     image_every: int = _f(ge=1)
 
 
@@ -241,25 +245,27 @@ class TrainConfig:
 class EvaluateConfig:
     """`evaluate`: CALVIN's long-horizon protocol over parallel Ray actors."""
 
-    # checkpoint folder evaluated by `dvc repro` (the tune stage's model); CLI flags override it
+    # checkpoint folder evaluated by `dvc repro` (the tune stage's model); workflows.evaluate's --checkpoint / --run-id
+    # override it
     checkpoint: str
-    # chains of CALVIN's official list to run (the first N); CALVIN uses 1000
+    # chains of CALVIN's official list to run: the first N (CALVIN uses 1000)
     num_sequences: int = _f(ge=1, le=1000)
-    # rollout actors (Ray)
+    # rollout actors (Ray), each owning envs_per_worker environments
     num_workers: int = _f(ge=1)
-    # environments one actor steps together (its policy batches their replans)
+    # environments one actor steps together; its policy batches their replans into one forward
     envs_per_worker: int = _f(ge=1)
-    # CPUs Ray reserves per rollout actor and for a shared inference actor; torch threads = max(1, floor)
+    # CPUs Ray reserves per rollout actor (and for a shared inference actor); torch threads = max(1, floor(this))
     cpus_per_worker: float = _f(gt=0.0)
-    # steps per subtask before it counts as failed (CALVIN: 360)
+    # control steps per subtask before it counts as failed (CALVIN: 360 = 12 s at 30 Hz)
     ep_len: int = _f(ge=1)
-    # batch policy inference across an actor's environments (false: one call per env)
+    # one policy call per control step for all of an actor's environments (false: one call per env)
     batched_inference: bool
-    # where the model runs: a copy per actor, one shared inference actor, or auto (shared on GPU, local on CPU)
+    # where the model runs: `local` (a copy in every actor), `shared` (one inference actor batching across actors) or
+    # `auto` (shared on a GPU, local on CPU)
     inference: Literal["auto", "local", "shared"]
-    # inference arithmetic (bf16 autocast or fp32)
+    # inference arithmetic: `bf16` (autocast) or `fp32`
     precision: Literal["bf16", "fp32"]
-    # restarts Ray grants a crashed rollout actor (its running chains are retried)
+    # times Ray restarts a crashed rollout actor; the chains it was running are retried
     worker_restarts: int = _f(ge=0)
     # rollout videos (camera frame beside predicted future frame) of the first N chains
     num_videos: int = _f(ge=0)
@@ -279,17 +285,18 @@ class ClusterConfig:
 class SlurmConfig:
     """Defaults of SLURM jobs launched by `python -m cluster.slurm` (cluster/resources.py: WorkerResources)."""
 
-    # job folders go to <log_dir>/<job id>/, relative to the project root (a file system the nodes share)
+    # job folders (sbatch script, stdout/stderr, pickled call and result) go to <log_dir>/<job id>/; relative to the
+    # project root, which must be on a file system the compute nodes share
     log_dir: str
     # partition; null = the cluster's default partition
     partition: str | None
-    # nodes per job
+    # nodes per job (a Ray-on-SLURM job: the head on the first node, a worker on each other)
     nodes: int = _f(ge=1)
-    # processes per node (one Ray node per task in a Ray-on-SLURM job)
+    # processes per node; a Ray-on-SLURM job runs one Ray node per task
     tasks_per_node: int = _f(ge=1)
     # CPU cores per task
     cpus_per_task: int = _f(ge=1)
-    # GPUs per node
+    # GPUs per node (0 = none requested)
     gpus_per_node: int = _f(ge=0)
     # memory per node, GiB; null = the cluster's default
     mem_gb: float | None = _f(gt=0.0)
@@ -307,13 +314,16 @@ class SweepConfig:
     storage: str
     # trials the study should have in total; a re-run runs only the missing ones
     num_trials: int = _f(ge=1)
-    # trials at a time (each drives its own Ray Train run and evaluation)
+    # trials at a time; each trains with tune.num_workers workers and evaluates with evaluate.num_workers actors
     max_concurrent: int = _f(ge=1)
-    # `avg_seq_len` (CALVIN evaluation, maximised) or `train_loss` (stage 2's last training loss, minimised)
+    # `avg_seq_len`: CALVIN average length (maximised); `train_loss`: stage 2's last training loss (minimised, no
+    # rollouts)
     objective: Literal["avg_seq_len", "train_loss"]
-    # log-uniform search ranges [low, high] of tune.lambda_pre, tune.lambda_mmu and tune.lr
+    # log-uniform search range [low, high] of tune.lambda_pre (the weight of L_PRE)
     lambda_pre: tuple[float, ...]
+    # log-uniform search range [low, high] of tune.lambda_mmu (the weight of L_MMU)
     lambda_mmu: tuple[float, ...]
+    # log-uniform search range [low, high] of tune.lr (the peak learning rate)
     lr: tuple[float, ...]
     # seed of Optuna's sampler
     seed: int = _f(ge=0)
@@ -360,7 +370,7 @@ class RobotConfig:
     trials_per_task: int = _f(ge=1)
     # trial logs, frames and summaries (one sub-folder per checkpoint), relative to the project root
     results_dir: str
-    # save every trial's frames, actions and robot states
+    # save every trial's camera frames, actions and robot states (npz + a GIF of the static view)
     save_frames: bool
     # SLURM partition of the robot workstation (for --at scheduling)
     slurm_partition: str
@@ -398,22 +408,41 @@ def _is_identifier(name: str) -> bool:
 class ProjectConfig:
     """The whole resolved configuration: one section per stage plus shared sections."""
 
+    # what is run: the ablation/baseline preset and the seed every stage shares
     experiment: ExperimentConfig
+    # the VLA model's architecture, shared by every stage (model/config.py)
     model: ModelConfig
+    # the simulator the CALVIN evaluation runs in (envs/config.py)
     env: EnvConfig
+    # the `collect` stage: scripted-expert demonstrations (components/collection/collect.py) written as CALVIN /
+    # BridgeData v2 / LLaVA folders
     collect: CollectConfig
+    # the `ingest` stage: raw CALVIN / BridgeData v2 / LLaVA folders -> validated Parquet tables
+    # (components/data/ingest.py)
     ingest: IngestConfig
+    # the `tokenizer` stage: fit the VQ image tokenizer on the ingested frames (or load a pretrained one) and build the
+    # text tokenizer (components/data/tokenizer.py)
     tokenizer: TokenizerConfig
+    # the `pretokenize` stage: every frame -> VQ codes with Ray Data, sharded Parquet (components/data/pretokenize.py)
     pretokenize: PretokenizeConfig
+    # stage 1 (`pretrain`): future prediction on Bridge-format videos + understanding (VQA) co-training
     pretrain: TrainConfig
+    # stage 2 (`tune`): prediction with action on CALVIN-format demonstrations, MMU co-training, L' prompt
     tune: TrainConfig
+    # the `evaluate` stage: CALVIN's long-horizon protocol over parallel Ray actors (components/evaluation/evaluate.py)
     evaluate: EvaluateConfig
+    # where Ray runs: the local Ray a stage starts (`RAY_ADDRESS` in the environment joins a running cluster instead)
     cluster: ClusterConfig
+    # defaults of SLURM jobs launched by `python -m cluster.slurm` (cluster/README.md); its flags override these
     slurm: SlurmConfig
+    # MLflow tracking store (`MLFLOW_TRACKING_URI` in the environment overrides `db`)
     tracking: TrackingConfig
+    # hyper-parameter sweep of stage 2 (workflows/sweep.py): Optuna's TPE through Ray Tune, every trial an MLflow run
     sweep: SweepConfig
+    # real-robot evaluation (workflows/robot_eval.py): a Franka through franky, two RealSense cameras, operator-labelled
+    # trials
     robot: RobotConfig
-    # preset name -> dotted overrides; the one named by experiment.preset is already applied
+    # ablation/baseline presets: name -> dotted overrides of the other keys; experiment.preset picks the one applied
     presets: dict[str, dict[str, Any]]
 
     def validate(self) -> None:
@@ -457,7 +486,10 @@ def load_config(
         raise ConfigError(f"presets: missing or not a mapping in {path}")
     for name, preset_overrides in presets.items():  # a typo in any preset fails now, not mid-sweep
         merge(raw, preset_overrides or {}, source=f"presets.{name}")
-    name = preset if preset is not None else raw.get("experiment", {}).get("preset")
+    experiment = raw.get("experiment")
+    if not isinstance(experiment, Mapping):
+        raise ConfigError(f"experiment: {'missing' if experiment is None else 'expected a mapping'} in {path}")
+    name = preset if preset is not None else experiment.get("preset")
     if name not in presets:
         raise ConfigError(f"experiment.preset: unknown preset {name!r}; choose one of {sorted(presets)}")
     raw = merge(raw, presets[name] or {}, source=f"presets.{name}")
@@ -514,6 +546,8 @@ def _merge_into(target: dict[str, Any], key: str, value: Any, source: str, prefi
         target[key] = copy.deepcopy(value)
         return
     if key not in target:
+        if _schema_has(path):
+            raise ConfigError(f"{path}: missing in the base parameter file (so {source} cannot set it)")
         raise ConfigError(f"{path}: unknown key (from {source})")
     if isinstance(value, Mapping) and isinstance(target[key], Mapping):
         target[key] = dict(target[key])
@@ -521,6 +555,19 @@ def _merge_into(target: dict[str, Any], key: str, value: Any, source: str, prefi
             _merge_into(target[key], sub_key, sub_value, source, prefix=f"{path}.")
     else:
         target[key] = copy.deepcopy(value)
+
+
+def _schema_has(path: str) -> bool:
+    """Whether dotted `path` names a field of `ProjectConfig` (through nested config dataclasses)."""
+    tp: Any = ProjectConfig
+    for part in path.split("."):
+        if not dataclasses.is_dataclass(tp) or part not in {f.name for f in fields(tp)}:
+            return False
+        tp = typing.get_type_hints(tp)[part]
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(inner) == 1:
+            tp = inner[0]
+    return True
 
 
 def build(cls: type, data: Any, path: str) -> Any:
@@ -593,19 +640,29 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, str):  # PyYAML (YAML 1.1) reads `3e-4` as a string; DVC's -S writes it so
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+        return _convert_float(value, path)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return value
     raise ConfigError(f"{path}: unsupported field type {tp}")
+
+
+def _convert_float(value: Any, path: str) -> float:
+    if isinstance(value, str):  # PyYAML (YAML 1.1) reads `3e-4` as a string; DVC's -S writes it so
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    else:
+        number = float(value)
+    # NaN fails every range check with a misleading message (or passes where a value has no bound) and inf
+    # passes every one-sided bound; no config float means anything non-finite
+    if not math.isfinite(number):
+        raise ConfigError(f"{path}: must be finite, got {number}")
+    return number
 
 
 def _check_range(meta: Mapping[str, Any], value: Any, path: str) -> None:
@@ -650,7 +707,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value")
-        parsed = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: {key.strip()}: not a YAML value ({err.__class__.__name__})") from None
         # YAML 1.1 leaves an unquoted `3e-4` a string; a quoted value ('817612070001') stays a string
         if isinstance(parsed, str) and not value.strip().startswith(("'", '"')):
             try:

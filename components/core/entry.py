@@ -9,11 +9,15 @@ write_metrics(summary.metrics(), args.metrics)
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from components.core.config import ConfigError
 
 # read by Ray and Hugging Face when they are imported, so they are set before that, never overriding the user's
 ENVIRONMENT = {
@@ -40,3 +44,17 @@ def write_metrics(metrics: Mapping[str, Any], path: str | Path, *, echo: bool = 
     if echo:
         print(text)
     return path
+
+
+def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Wrap a workflow's `main`: a `ConfigError` from anywhere in it is one `config error:` line and exit 2."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except ConfigError as err:
+            print(f"config error: {err}", file=sys.stderr)
+            return 2
+
+    return wrapped

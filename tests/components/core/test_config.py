@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from typing import get_args
 
 import pytest
 import yaml
@@ -11,15 +13,20 @@ import yaml
 from components.core.config import (
     PRESET_NAMES,
     ConfigError,
+    ProjectConfig,
     flatten,
     load_config,
     merge,
     parse_overrides,
     to_dict,
 )
+from components.core.config_docs import iter_keys
 from tests.conftest import PROJECT_ROOT
 
 PARAMS = PROJECT_ROOT / "params.yaml"
+# every float key with a range (`ge`/`gt`/`le`/`lt` metadata), `float | None` included
+RANGED_FLOAT_KEYS = [k.key for k in iter_keys(ProjectConfig)
+                     if k.field.metadata and float in (k.type, *get_args(k.type))]
 
 
 def write_params(tmp_path, edit):
@@ -101,6 +108,10 @@ def test_preset_semantics_match_the_paper():
         (lambda r: r["presets"].pop("rt2"), "presets.rt2: missing"),
         (lambda r: r.update(extra={}), "extra: unknown key"),
         (lambda r: r.update(tune=[1, 2]), "tune: expected a mapping, got list"),
+        (lambda r: r.pop("experiment"), "experiment: missing in"),
+        (lambda r: r.update(experiment=[1]), "experiment: expected a mapping in"),
+        (lambda r: r.pop("cluster"), "cluster: missing"),
+        (lambda r: r["tune"].pop("lr"), "tune.lr: missing"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, edit, message):
@@ -143,3 +154,66 @@ def test_cli_prints_the_resolved_config_and_fails_with_the_key():
                          capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert bad.returncode == 2
     assert "tune.lambda_act: must be >= 0.0, got -1" in bad.stderr
+
+
+def test_ranged_float_keys_are_found():
+    expected = {"model.partial_rotary_factor", "tune.lr", "slurm.mem_gb", "robot.franka.control_hz"}
+    assert expected <= set(RANGED_FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("key", RANGED_FLOAT_KEYS)
+def test_non_finite_floats_are_rejected_naming_the_key(key):
+    for text, shown in ((".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf"), ("nan", "nan")):
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: must be finite, got {shown}$"):
+            load_config(PARAMS, overrides=parse_overrides([f"{key}={text}"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tune.robot_mix.calvin=.inf", "tune.robot_mix.calvin: must be finite, got inf"),
+        ("sweep.lr=[1.0e-4, .inf]", "sweep.lr[1]: must be finite, got inf"),
+        ("robot.franka.workspace_min=[.nan, -0.35, 0.05]", "robot.franka.workspace_min[0]: must be finite, got nan"),
+    ],
+)
+def test_non_finite_floats_inside_lists_and_mappings_are_rejected(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(PARAMS, overrides=parse_overrides([override]))
+
+
+def test_non_finite_from_a_parameter_file_or_dvc_string_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="ingest.max_bad_fraction: must be finite, got inf"):
+        load_config(write_params(tmp_path, lambda r: r["ingest"].update(max_bad_fraction=float("inf"))))
+    with pytest.raises(ConfigError, match="tune.lr: must be finite, got nan"):
+        load_config(PARAMS, overrides={"tune.lr": "NaN"})  # as DVC's -S writes a string
+
+
+def test_cli_names_the_non_finite_key():
+    bad = subprocess.run([sys.executable, "-m", "components.core.config", "--set", "model.partial_rotary_factor=.nan"],
+                         capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert bad.returncode == 2
+    assert "config error: model.partial_rotary_factor: must be finite, got nan" in bad.stderr
+
+
+def test_overriding_a_section_the_file_lacks_says_missing_not_unknown(tmp_path):
+    params = write_params(tmp_path, lambda r: r.pop("cluster"))
+    with pytest.raises(ConfigError, match="cluster: missing in the base parameter file"):
+        load_config(params, overrides={"cluster.num_cpus": 2})
+
+
+def test_a_bad_override_value_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"--set 'tune.lr=\[1': tune.lr: not a YAML value"):
+        parse_overrides(["tune.lr=[1"])
+
+
+WORKFLOWS = ["ablations", "collect", "evaluate", "ingest", "pretokenize", "pretrain", "report", "sweep", "tokenizer",
+             "tune"]
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS)
+@pytest.mark.parametrize("args", [["--set", "tune.lr=[1"], ["--set", "tune.lrr=1"], ["--set", "tune.lr=.nan"]])
+def test_every_workflow_reports_config_errors_in_one_line_with_exit_2(workflow, args, capsys):
+    main = __import__(f"workflows.{workflow}", fromlist=["main"]).main
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("config error: ") and "tune.lr" in err[0], err
