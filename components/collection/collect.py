@@ -31,6 +31,7 @@ from components.collection.calvin_recorder import EpisodeJob, EpisodeResult, rec
 from components.collection.calvin_writer import write_split
 from components.collection.llava_recorder import LlavaJob, record_samples
 from components.core.config import CollectConfig
+from components.core.picture_labels import label_grid, slot_centres
 from components.core.tracking import NULL_LOGGER, MetricLogger
 from components.data.safe_pickle import load_npy
 from envs.symbolic import TASK_ORDER
@@ -162,12 +163,24 @@ def _summary(episodes: list[EpisodeResult], frames: dict, counts: dict, windows:
 
 
 def sample_grid(calvin_dir: Path, cfg: CollectConfig, per_scene: int = 4) -> np.ndarray:
-    """(rows * 200, per_scene * 200, 3) uint8: evenly spaced static frames, one row per scene."""
-    rows = []
+    """Evenly spaced static-camera frames, one row per scene (first to last frame), titled and labelled.
+
+    Returns:
+        (H, W, 3) uint8: `rows * S` by `per_scene * S` frames (S: the static camera's side) below a title and
+        column titles, right of a "scene, split, frame ids" label per row.
+    """
+    rows, labels = [], []
     for split in ("training", "validation"):
         info = load_npy(calvin_dir / split / "scene_info.npy").item()
-        for _, (lo, hi) in sorted(info.items()):
+        for scene, (lo, hi) in sorted(info.items()):
             ids = np.linspace(lo, hi, per_scene).astype(int)
             frames = [np.load(calvin_dir / split / f"episode_{i:07d}.npz")["rgb_static"] for i in ids]
             rows.append(np.concatenate(frames, axis=1))
-    return np.concatenate(rows, axis=0)
+            labels.append(f"scene {scene.removeprefix('calvin_scene_')} ({split})\nframes {lo}-{hi}")
+    grid = np.concatenate(rows, axis=0)
+    side = grid.shape[0] // len(rows)
+    heads = [f"frame {j + 1} of {per_scene}" for j in range(per_scene)]
+    heads[-1], heads[0] = "last frame", "first frame"  # one frame per scene: its first
+    title = f"collect: static-camera frames at {per_scene} evenly spaced points of each scene's recording"
+    return label_grid(grid, title=title, columns=list(zip(slot_centres(grid.shape[1], per_scene), heads, strict=True)),
+                      rows=[((i + 0.5) * side, label) for i, label in enumerate(labels)])

@@ -8,8 +8,8 @@ tokenizer is built from the ingested texts (or loaded from `tokenizer.text_pretr
 
 Fitting holds `tokenizer.max_frames` frames (evenly spaced over the frames table, decoded and resized to
 vq.image_size) in memory and keeps `tokenizer.eval_frames` others out to measure reconstruction PSNR;
-losses and PSNR go to MLflow every `log_every` steps, with a grid of held-out originals (top) and
-reconstructions (bottom) at the end.
+losses and PSNR go to MLflow every `log_every` steps, with a titled grid of held-out originals (top row)
+and their reconstructions (bottom row) at the end.
 
     summary = prepare_tokenizers(cfg.tokenizer, cfg.model, Path("data/ingested"), Path("artifacts"), seed=0)
     python -m workflows.tokenizer                    # the DVC stage
@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from components.core.config import TokenizerConfig
+from components.core.picture_labels import label_grid
 from components.core.tracking import NULL_LOGGER, MetricLogger
 from components.data.conversation import DESCRIBE_PROMPT, answer_text, prompt_text
 from components.data.tables import FRAMES, VQA, WINDOWS, decode_image, part_files, read_table
@@ -97,11 +98,26 @@ def psnr(images: torch.Tensor, recon: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def image_grid(images: torch.Tensor, recon: torch.Tensor, count: int = 8) -> np.ndarray:
-    """(H, W, 3) uint8 grid: originals on the top row, their reconstructions below."""
-    rows = [torch.cat(list(x[:count]), dim=2) for x in (images, recon)]
-    grid = torch.cat(rows, dim=1).permute(1, 2, 0)
-    return ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+def image_grid(images: torch.Tensor, recon: torch.Tensor, count: int = 8, *, steps: int | None = None,
+               psnr_db: float | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 grid: originals on the top row, their reconstructions below, titled and labelled.
+
+    Args:
+        images: (n, 3, S, S) held-out static-camera frames in [-1, 1].
+        recon: (n, 3, S, S) their reconstructions.
+        count: frames shown (columns).
+        steps: fitting steps behind the tokenizer, for the title (0: loaded pretrained, None: not stated).
+        psnr_db: held-out PSNR, for the title.
+    """
+    shown = min(count, len(images))
+    rows = [torch.cat(list(x[:shown]), dim=2) for x in (images, recon)]
+    grid = ((torch.cat(rows, dim=1).permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+    fitted = "" if steps is None else (" (pretrained, not fitted)" if steps == 0 else f" after {steps} fitting steps")
+    quality = "" if psnr_db is None else f", PSNR {psnr_db:.1f} dB over all held-out frames"
+    title = f"VQ tokenizer{fitted}: held-out static-camera frames (top) and their reconstructions (bottom){quality}"
+    side = images.shape[-1]
+    return label_grid(grid, title=title, columns=[((i + 0.5) * side, f"held-out {i}") for i in range(shown)],
+                      rows=[(side / 2, "original"), (1.5 * side, "reconstructed")])
 
 
 def evaluate_vq(tok: VQTokenizer, images: torch.Tensor) -> tuple[float, float, torch.Tensor]:
@@ -152,7 +168,8 @@ def prepare_vq(cfg: TokenizerConfig, model_cfg: ModelConfig, frames_dir: Path, o
         train_count = len(train)
         fit_vq(cfg, tok, train, held, seed, log)
     value, usage, recon = evaluate_vq(tok, held)
-    log.log_image(image_grid(held, recon), "tokenizer/reconstructions.png")
+    log.log_image(image_grid(held, recon, steps=0 if cfg.pretrained else cfg.steps, psnr_db=value),
+                  "tokenizer/reconstructions.png")
     tok.save_pretrained(out_dir)
     return TokenizerSummary(fitted=not cfg.pretrained, steps=0 if cfg.pretrained else cfg.steps,
                             frames_fitted=train_count, psnr_db=value, code_usage=usage,

@@ -39,6 +39,7 @@ from components.reporting.plots import plot_task_success
 from envs.config import EnvConfig
 from envs.protocol import ChainResult, EvalSummary, summarize, write_results_json
 from envs.sequences import get_sequences
+from model.pretrained import CONFIG_NAME, read_config
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def evaluate_checkpoint(cfg: EvaluateConfig, env: EnvConfig, checkpoint: str | P
                                                  max_restarts=cfg.worker_restarts)
     handle = server.remote(str(folder), device=device, precision=cfg.precision, threads=threads)
     try:
-        return evaluate_policy(cfg, env, SharedVLAFactory(handle), out_dir, name=str(checkpoint), identity=identity,
+        factory = SharedVLAFactory(handle, read_config(folder / CONFIG_NAME)[0].delta_t)
+        return evaluate_policy(cfg, env, factory, out_dir, name=str(checkpoint), identity=identity,
                                log=log, inference="shared", reserved_cpus=cfg.cpus_per_worker, progress=progress)
     finally:
         ray.kill(handle)
@@ -152,7 +154,7 @@ def evaluate_policy(cfg: EvaluateConfig, env: EnvConfig, policy: PolicyFactory, 
 def write_outputs(summary: EvaluateSummary, out_dir: Path, log: MetricLogger) -> None:
     """results.json, the per-task bar chart, and everything to MLflow."""
     results_json = write_results_json(summary.calvin, out_dir / "results.json", checkpoint=summary.name)
-    figure = plot_task_success(summary.calvin.task_info)
+    figure = plot_task_success(summary.calvin.task_info, num_chains=summary.calvin.num_chains)
     figure.savefig(out_dir / "task_success.png", dpi=100)
     log.log_metrics(summary.mlflow_metrics())
     log.log_artifact(results_json)

@@ -48,7 +48,8 @@ class LocalVLAFactory:
 
     def __call__(self, envs: Sequence[SimEnv]) -> ChunkedPolicy:
         """A `ChunkedPolicy` over an in-process model, one slot per env."""
-        return ChunkedPolicy(load_inference(self.checkpoint, device=self.device, precision=self.precision), len(envs))
+        engine = load_inference(self.checkpoint, device=self.device, precision=self.precision)
+        return ChunkedPolicy(engine, len(envs), delta_t=engine.cfg.delta_t)
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,12 @@ class SharedVLAFactory:
     """Policy factory of `shared` inference: the actor sends its replans to `server` (an InferenceServer)."""
 
     server: Any
+    # the served model's `delta_t` (named in the rollout videos' labels); None: not named
+    delta_t: int | None = None
 
     def __call__(self, envs: Sequence[SimEnv]) -> ChunkedPolicy:
         """A `ChunkedPolicy` over the remote model, one slot per env."""
-        return ChunkedPolicy(RemoteInference(self.server), len(envs))
+        return ChunkedPolicy(RemoteInference(self.server), len(envs), delta_t=self.delta_t)
 
 
 class RemoteInference:

@@ -251,9 +251,13 @@ class ChunkedPolicy:
     together in one engine call; the description is generated on the first replan after `reset(slot)`.
     """
 
-    def __init__(self, engine: InferenceEngine, num_slots: int) -> None:
-        """State for `num_slots` environments, all starting as if just reset."""
+    def __init__(self, engine: InferenceEngine, num_slots: int, *, delta_t: int | None = None) -> None:
+        """State for `num_slots` environments, all starting as if just reset.
+
+        `delta_t`: the model's `delta_t` (how far ahead a preview is, control steps), for video labels.
+        """
         self.engine = engine
+        self.preview_delta_t = delta_t
         self._goals: list[str | None] = [None] * num_slots
         self._descriptions: list[list[int] | None] = [None] * num_slots
         self._chunks: list[deque[np.ndarray]] = [deque() for _ in range(num_slots)]

@@ -46,6 +46,9 @@ class BatchPolicy(Protocol):
 class PreviewingPolicy(Protocol):
     """A `BatchPolicy` that can show the future frame it predicted (for rollout videos)."""
 
+    # control steps between a replan's observation and the frame `preview` shows; None: unknown
+    preview_delta_t: int | None
+
     def watch(self, slot: int, enabled: bool) -> None:
         """Start/stop decoding the predicted frames of `slot`."""
 
@@ -161,7 +164,8 @@ def _start(env: SimEnv, policy: BatchPolicy, slot: int, item: tuple[int, Chain],
         raise ValueError(f"chain {index}: filming needs the static camera (the env was built without cameras)")
     if isinstance(policy, PreviewingPolicy):
         policy.watch(slot, filmed)
-    return _Running(rollout, RolloutFilm() if filmed else None)
+    delta_t = policy.preview_delta_t if isinstance(policy, PreviewingPolicy) else None
+    return _Running(rollout, RolloutFilm(delta_t=delta_t) if filmed else None)
 
 
 def _act(policy: BatchPolicy, slots: list[int], rollouts: list[ChainRollout], batched: bool) -> list[np.ndarray]:

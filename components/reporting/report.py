@@ -105,17 +105,27 @@ def write_loss_csv(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path
     return path
 
 
+# legend entries: what each logged term is, and its unit
+TERM_LEGEND = {
+    "loss": "loss: λ-weighted total",
+    "mmu": "mmu: answer-token CE (nats/token)",
+    "pre": "pre: future VQ-code CE (nats/token)",
+    "act": "act: pose MSE + gripper BCE (or action-bin CE)",
+}
+
+
 def plot_losses(curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]]) -> Figure:
-    """One panel per training stage: every loss term over optimiser steps (log scale)."""
-    figure = Figure(figsize=(5 * len(curves), 3.4))
+    """One panel per training stage: every loss term over optimiser steps (log scale), titled and labelled."""
+    figure = Figure(figsize=(6 * len(curves), 3.8))
     for axes, (stage, terms) in zip(figure.subplots(1, len(curves), squeeze=False)[0], curves.items(), strict=True):
         for term, history in terms.items():
             steps, values = zip(*history, strict=True) if history else ((), ())
-            axes.plot(steps, values, label=term, linewidth=2 if term == "loss" else 1)
+            axes.plot(steps, values, label=TERM_LEGEND.get(term, term), linewidth=2 if term == "loss" else 1)
         axes.set_yscale("log")
         axes.set_xlabel("optimiser step")
-        axes.set_title(f"{stage} losses")
-        axes.legend(fontsize=8)
+        axes.set_ylabel("loss per logging window (mean, log scale)")
+        axes.set_title(f"{stage}: training losses")
+        axes.legend(fontsize=7)
     figure.tight_layout()
     return figure
 
@@ -130,6 +140,13 @@ def copy_frame_grids(target: TrackingTarget, run_id: str, dst: Path) -> list[Pat
     return sorted(dst / Path(name).name for name in names)
 
 
+CALVIN_TABLE_KEY = ("1-5: share of chains that completed at least that many subtasks in a row; Avg. Len.: mean "
+                    "subtasks completed per chain (0-5); chains: chains evaluated.")
+LOSS_TABLE_KEY = ("Last logged value of each term (mean over the last logging window). loss: λ-weighted total; mmu: "
+                  "answer-token cross-entropy and pre: future VQ-code cross-entropy, both nats/token; act: pose MSE + "
+                  "gripper BCE (map head) or action-bin cross-entropy (tokens head); –: term not trained.")
+
+
 def calvin_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown in the paper's Table 1/3 layout: success of 1..5 tasks in a row and the average length.
 
@@ -141,7 +158,7 @@ def calvin_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     for label, m in rows.items():
         rates = " | ".join(f"{100 * m['chain_sr'][str(i)]:.1f}%" for i in range(1, CHAIN_LEN + 1))
         lines.append(f"| {label} | {rates} | {m['avg_seq_len']:.2f} | {m['num_chains']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + CALVIN_TABLE_KEY + "\n"
 
 
 def task_table(task_success: Mapping[str, float], task_info: Mapping[str, Mapping[str, int]] | None = None) -> str:
@@ -165,7 +182,7 @@ def loss_table(final: Mapping[str, Mapping[str, float]]) -> str:
     for stage, values in final.items():
         cells = " | ".join(f"{values[t]:.4f}" if t in values else "–" for t in LOSS_TERMS)
         lines.append(f"| {stage} | {cells} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + LOSS_TABLE_KEY + "\n"
 
 
 def results_markdown(summary: ReportSummary, frames: Sequence[Path],
@@ -198,7 +215,8 @@ def write_report(eval_dir: Path, metrics_dir: Path, out_dir: Path, plots_dir: Pa
         write_loss_csv(terms, plots_dir / f"loss_{stage}.csv")
     plot_losses(curves).savefig(out_dir / "loss_curves.png", dpi=100)
     [calvin] = results.values()  # the evaluate stage writes one checkpoint's entry
-    plot_task_success(calvin["task_info"]).savefig(out_dir / "task_success.png", dpi=100)
+    task_plot = plot_task_success(calvin["task_info"], num_chains=metrics["num_chains"])
+    task_plot.savefig(out_dir / "task_success.png", dpi=100)
     _write_task_csv(metrics["task_success"], plots_dir / "task_success.csv")
     frames = [p for run in runs.values() for p in copy_frame_grids(target, run.info.run_id, out_dir / "frames")]
     summary = ReportSummary(preset, seed, metrics["num_chains"], metrics["avg_seq_len"], metrics["chain_sr"],

@@ -184,7 +184,7 @@ def log_preview(job: TrainJob, session: TrainSession, wrapped: torch.nn.Module, 
         return  # future frames are neither loaded nor learned without L_PRE
     with gathered(wrapped) as model:
         model.eval()
-        grid = prediction_grid(model, batch.to(session.device), bf16=job.train.bf16)
+        grid = prediction_grid(model, batch.to(session.device), bf16=job.train.bf16, stage=job.stage, step=step)
         model.train()
     if session.rank == 0:
         job.log.log_image(grid, f"frames/{job.stage}_step_{step:06d}.png")

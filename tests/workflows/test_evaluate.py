@@ -16,6 +16,7 @@ from PIL import Image
 
 from components.core.config import TrackingConfig
 from components.core.tracking import find_runs, resolve_target, start_run
+from components.evaluation.videos import CAPTION_HEIGHT, LABEL_HEIGHT
 from tests.conftest import PROJECT_ROOT
 from tests.fixtures.tiny_policy import write_tiny_checkpoint
 from workflows.evaluate import main
@@ -62,7 +63,8 @@ def test_cli_writes_calvins_outputs_videos_and_mlflow(store, local_run):
     assert metrics["num_chains"] == 2 and set(metrics["chain_sr"]) == {"1", "2", "3", "4", "5"}
     assert list(local_run) == ["chain_0000.gif", "chain_0001.gif"]
     with Image.open(root / "local" / "videos" / "chain_0000.gif") as gif:
-        assert gif.n_frames == -(-EP_LEN // 4) and gif.size == (2 * 200 + 2, 200 + 14)  # camera | prediction
+        # camera | prediction, their names above, the instruction below
+        assert gif.n_frames == -(-EP_LEN // 4) and gif.size == (2 * 200 + 2, LABEL_HEIGHT + 200 + CAPTION_HEIGHT)
     [run] = find_runs(target, "upvla-pipeline", "attributes.run_name = 'evaluate-full-s0'")
     assert run.data.metrics["avg_seq_len"] == 0.0 and "chain_sr_5" in run.data.metrics
     assert any(key.startswith("task_sr/") for key in run.data.metrics)

@@ -11,16 +11,20 @@ import csv
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from components.core.config import TrackingConfig
 from components.core.tracking import find_runs, list_run_artifacts, resolve_target, start_run
 from components.evaluation.evaluate import evaluate_checkpoint
 from components.evaluation.policy import PolicySettings, save_policy_settings
+from components.reporting.report import CALVIN_TABLE_KEY, LOSS_TABLE_KEY
 from components.training.loop import train_worker
 from components.training.session import LocalSession, checkpoint_name
 from components.training.state import MODEL_DIR
 from tests.conftest import PROJECT_ROOT
+from tests.fixtures.pictures import has_text
 from tests.fixtures.training import tiny_config, tiny_inputs, tiny_job
 from workflows.report import main
 
@@ -67,6 +71,10 @@ def test_report_writes_tables_plots_frames_and_logs_them(project, monkeypatch, c
     text = (out / "results.md").read_text()
     assert "| UP-VLA (full, seed 0) | 0.0% | 0.0% | 0.0% | 0.0% | 0.0% | 0.00 | 2 |" in text
     assert "| tune |" in text and "(frames/tune_step_000004.png)" in text
+    assert CALVIN_TABLE_KEY in text and LOSS_TABLE_KEY in text  # the tables say what their columns are
+    for grid in (out / "frames").iterdir():  # the training loop's grids carry a title band and row labels
+        picture = np.asarray(Image.open(grid).convert("RGB"))
+        assert has_text(picture[:14]) and has_text(picture[picture.shape[0] // 2:, :40])
     # per-task rows carry their counts: each of the 2 chains failed its first subtask (4 steps)
     task_rows = [line.split("|") for line in text.splitlines() if line.endswith(" / 1 |") or line.endswith(" / 2 |")]
     assert sum(int(row[3].split("/")[1]) for row in task_rows) == 2

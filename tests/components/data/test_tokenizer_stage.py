@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
+import components.data.tokenizer as tokenizer_stage
 from components.core.tracking import start_run
 from components.data.tables import read_table
-from components.data.tokenizer import corpus, prepare_tokenizers, select_rows
+from components.data.tokenizer import corpus, image_grid, prepare_tokenizers, select_rows
 from model.vocab import load_text_tokenizer
 from model.vq_tokenizer import VQTokenizer
+from tests.fixtures.pictures import has_text, label_bands
 
 
 def test_fitting_logs_psnr_and_the_reconstruction_grid(pipeline_data, tracking_target, tmp_path):
@@ -60,3 +64,20 @@ def test_held_out_rows_are_disjoint_and_evenly_spread():
     assert held[0] == 0 and held[-1] == 99
     with pytest.raises(ValueError, match="nothing to fit"):
         select_rows(4, 10, 10)
+
+
+def test_the_reconstruction_grid_is_titled_and_labels_its_rows_and_columns(monkeypatch):
+    images, recon = torch.rand(10, 3, 16, 16) * 2 - 1, torch.rand(10, 3, 16, 16) * 2 - 1
+    picture = image_grid(images, recon, count=4, steps=2000, psnr_db=24.31)
+    header, left, grid = label_bands(picture, (2 * 16, 4 * 16, 3))
+    expected = ((images[2].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(grid[:16, 32:48], expected)  # original 2, top row
+    assert has_text(header) and has_text(left[:16]) and has_text(left[16:])
+    seen = {}
+    monkeypatch.setattr(tokenizer_stage, "label_grid", lambda grid, **labels: seen.update(labels) or grid)
+    image_grid(images, recon, count=4, steps=2000, psnr_db=24.31)
+    assert "after 2000 fitting steps" in seen["title"] and "PSNR 24.3 dB" in seen["title"]
+    assert [t for _, t in seen["columns"]] == [f"held-out {i}" for i in range(4)]
+    assert [t for _, t in seen["rows"]] == ["original", "reconstructed"]
+    image_grid(images, recon, steps=0)
+    assert "pretrained" in seen["title"] and len(seen["columns"]) == 8
