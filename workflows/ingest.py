@@ -4,7 +4,8 @@
     python -m workflows.ingest --set ingest.calvin_dir=/datasets/task_ABC_D
 
 Writes data/ingested/{frames,windows,vqa}/, quarantine.json/.txt and metrics/ingest.json, and logs an
-MLflow run `ingest-<preset>-s<seed>` (counts, and the quarantine report as artifacts).
+MLflow run `ingest-<preset>-s<seed>` (counts, and the quarantine report as artifacts). The output is
+swapped in whole only when the run succeeds; a failed run's report goes to data/ingested.failed/.
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ write their own part files; the driver then checks CALVIN's language windows aga
 were kept, writes the windows table and the quarantine report, and fails when a table lost more than
 `ingest.max_bad_fraction` of its records. Output layout and schemas: components/data/tables.py.
 
+Every index file is read (and an empty dataset refused) before anything is written. The run writes into
+a staging folder next to `out_dir` (`.<name>.staging-*`, the same file system) and swaps it in by
+renames only when it succeeded, so a failed run leaves the previous output as it was; the quarantine
+report of a run that failed the bad-fraction limit is kept in `<out_dir>.failed/`.
+
     summary = ingest_datasets(cfg.ingest, {"calvin": calvin_dir, "bridge": None, "llava": llava_dir},
                               Path("data/ingested"), describe=describe_scene)
     python -m workflows.ingest                       # the DVC stage
@@ -13,7 +18,10 @@ were kept, writes the windows table and the quarantine report, and fails when a 
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,10 +34,10 @@ from tqdm import tqdm
 from components.core.config import IngestConfig
 from components.core.ray_runtime import require_ray
 from components.core.tracking import NULL_LOGGER, MetricLogger
-from components.data.quarantine import IngestError, QuarantineRecord, check_bad_fraction, write_report
+from components.data.quarantine import IngestError, QuarantineRecord, bad_counts, check_bad_fraction, write_report
 from components.data.sources import UnitResult
 from components.data.sources.bridge import plan_bridge
-from components.data.sources.calvin import Describe, plan_calvin, read_windows
+from components.data.sources.calvin import Describe, LanguageIndex, plan_calvin
 from components.data.sources.llava import plan_llava
 from components.data.tables import FRAMES, VQA, WINDOWS, WINDOWS_SCHEMA, PartWriter, read_table
 
@@ -80,14 +88,23 @@ def _read_unit(unit: Any, out_dir: str, rows_per_file: int, describe: Describe |
 
 
 def run_units(units: Sequence[Any], out_dir: Path, rows_per_file: int, describe: Describe | None) -> list[UnitResult]:
-    """Read every unit as a Ray task (one CPU each); results in unit order, with a progress bar."""
+    """Read every unit as a Ray task (one CPU each) writing under `out_dir`; results in unit order, with a progress bar.
+
+    On an interrupt the tasks still running are cancelled, so none writes into `out_dir` after this returns.
+    """
     task = ray.remote(num_cpus=1)(_read_unit)
     refs = [task.remote(u, str(out_dir), rows_per_file, describe) for u in units]
     pending = list(refs)
-    with tqdm(total=len(refs), desc="ingest units", unit="unit") as bar:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            bar.update(len(done))
+    try:
+        with tqdm(total=len(refs), desc="ingest units", unit="unit") as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                bar.update(len(done))
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        ray.wait(pending, num_returns=len(pending), timeout=30)
+        raise
     return ray.get(refs)
 
 
@@ -98,61 +115,125 @@ def ingest_datasets(cfg: IngestConfig, sources: Mapping[str, Path | None], out_d
     Args:
         cfg: the `ingest:` section (rows_per_file, max_bad_fraction).
         sources: folder per source name ("calvin", "bridge", "llava"); None = not ingested.
-        out_dir: output folder; its tables are replaced.
+        out_dir: output folder; replaced as a whole when the run succeeds, left as it was when it fails.
         describe: scene_obs -> ground-truth description for CALVIN frames (envs' description function).
         log: where metrics and the quarantine report go.
 
     Raises:
-        IngestError: an unusable dataset folder, or too many quarantined records (after the report is written).
+        IngestError: an unusable or empty dataset folder, or too many quarantined records (this run's report
+            is then in `<out_dir>.failed/`).
     """
     require_ray("ingest")
-    for table in (FRAMES, WINDOWS, VQA):
-        shutil.rmtree(out_dir / table, ignore_errors=True)
-    units, episodes = _plan(sources, cfg.rows_per_file)
-    results = run_units(units, out_dir, cfg.rows_per_file, describe)
-    calvin = sources.get("calvin")
-    if calvin is not None:
-        kept = {split: set() for split in episodes}
-        for r in results:
-            for split, frame_id in r.kept_frames:
-                kept[split].add(frame_id)
-        results += [read_windows(Path(calvin), split, eps, kept[split]) for split, eps in episodes.items()]
-    return _finish(cfg, results, out_dir, log)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IngestError(f"{out_dir}: the ingest output exists and is not a folder")
+    units, languages = _plan(sources, cfg.rows_per_file)
+    target = out_dir.resolve()  # a symlinked output folder: stage next to its target and replace that
+    staging = _new_sibling(target, "staging")
+    try:
+        results = run_units(units, staging, cfg.rows_per_file, describe)
+        results += _check_windows(languages, results)
+        summary = _finish(cfg, results, staging, out_dir, log)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    failed = target.with_name(f"{target.name}.failed")
+    try:
+        check_bad_fraction(summary.quarantined, summary.totals, cfg.max_bad_fraction, failed / "quarantine.txt")
+    except IngestError as err:
+        _set_aside_report(staging, failed)
+        raise IngestError(f"{err}; {out_dir} is left as it was") from err
+    publish(staging, target)
+    shutil.rmtree(failed, ignore_errors=True)  # a report of an earlier failed run no longer applies
+    return summary
 
 
-def _plan(sources: Mapping[str, Path | None], per_unit: int) -> tuple[list[Any], dict]:
+def _plan(sources: Mapping[str, Path | None], per_unit: int) -> tuple[list[Any], list[LanguageIndex]]:
+    """Every source's read units and CALVIN's language windows; all index files are read here."""
     unknown = set(sources) - set(SOURCES)
     if unknown:
         raise ValueError(f"ingest: unknown sources {sorted(unknown)}; expected {SOURCES}")
-    units, episodes = [], {}
+    units, languages = [], []
     if sources.get("calvin") is not None:
-        calvin_units, episodes = plan_calvin(Path(sources["calvin"]), per_unit)
+        calvin_units, languages = plan_calvin(Path(sources["calvin"]), per_unit)
         units += calvin_units
     if sources.get("bridge") is not None:
         units += plan_bridge(Path(sources["bridge"]), per_unit)
     if sources.get("llava") is not None:
         units += plan_llava(Path(sources["llava"]), per_unit)
-    return units, episodes
+    return units, languages
 
 
-def _finish(cfg: IngestConfig, results: list[UnitResult], out_dir: Path, log: MetricLogger) -> IngestSummary:
+def _check_windows(languages: Sequence[LanguageIndex], results: Sequence[UnitResult]) -> list[UnitResult]:
+    """CALVIN's language windows of each split, checked against the frames the units kept."""
+    kept: dict[str, set[int]] = {index.split: set() for index in languages}
+    for r in results:
+        for split, frame_id in r.kept_frames:
+            kept[split].add(frame_id)
+    return [index.check(kept[index.split]) for index in languages]
+
+
+def _finish(cfg: IngestConfig, results: list[UnitResult], staging: Path, out_dir: Path,
+            log: MetricLogger) -> IngestSummary:
+    """Write the windows table and the report into `staging`; the summary names the files as under `out_dir`."""
     totals = _sum_counts(r.totals for r in results)
     records: list[QuarantineRecord] = [rec for r in results for rec in r.records]
-    windows = PartWriter(out_dir / WINDOWS, "part", WINDOWS_SCHEMA, cfg.rows_per_file)
+    windows = PartWriter(staging / WINDOWS, "part", WINDOWS_SCHEMA, cfg.rows_per_file)
     for row in (row for r in results for row in r.windows):
         windows.add(row)
     windows.flush()
-    report = write_report(records, totals, out_dir)
+    report = write_report(records, totals, staging)
     log.log_artifact(report, "ingest")
-    log.log_artifact(out_dir / "quarantine.txt", "ingest")
-    bad = {t: sum(1 for rec in records if rec.table == t) for t in totals}
+    log.log_artifact(staging / "quarantine.txt", "ingest")
+    bad = {t: bad_counts(records).get(t, 0) for t in totals}
     summary = IngestSummary(frames=totals.get(FRAMES, 0) - bad.get(FRAMES, 0), windows=windows.rows_written,
                             vqa=totals.get(VQA, 0) - bad.get(VQA, 0), totals=totals, quarantined=bad,
                             skipped=_sum_counts(r.skipped for r in results),
-                            described_frames=_described(out_dir), report=str(report))
+                            described_frames=_described(staging), report=str(out_dir / report.name))
     log.log_metrics({f"ingest/{k}": v for k, v in summary.metrics().items()})
-    check_bad_fraction(records, totals, cfg.max_bad_fraction, report)
     return summary
+
+
+def _new_sibling(target: Path, role: str) -> Path:
+    """A new, empty folder `.<name>.<role>-<random>` next to `target` (the same file system: renames are atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = _sibling(target, role)
+    path.mkdir()  # the umask's mode, as the output folder had
+    return path
+
+
+def _sibling(target: Path, role: str) -> Path:
+    return target.with_name(f".{target.name}.{role}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Put the finished folder `staging` in place of `target` by renames (old -> backup, new -> target).
+
+    Between the two renames `target` is briefly absent, never partial; a failure of the second rename puts
+    the old folder back.
+    """
+    if not target.exists() and not target.is_symlink():
+        staging.rename(target)
+        return
+    backup = _sibling(target, "old")
+    target.rename(backup)
+    try:
+        staging.rename(target)
+    except BaseException:
+        backup.rename(target)
+        raise
+    try:
+        shutil.rmtree(backup)
+    except OSError as err:  # the new output is in place; a leftover copy of the old one is not a failed run
+        warnings.warn(f"ingest: could not delete the previous output, moved to {backup}: {err}", stacklevel=2)
+
+
+def _set_aside_report(staging: Path, failed: Path) -> None:
+    """Move this run's quarantine report to `failed` (replacing an older one) and drop the staged tables."""
+    shutil.rmtree(failed, ignore_errors=True)
+    failed.mkdir()
+    for name in ("quarantine.json", "quarantine.txt"):
+        (staging / name).rename(failed / name)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:

@@ -3,7 +3,9 @@
 Readers raise `BadRecord(kind, key, reason)` for one record; the ingest stage catches it, keeps the
 `QuarantineRecord`, and goes on. At the end `write_report` writes `quarantine.json` (machine-readable)
 and `quarantine.txt` (an aligned table for people), and `check_bad_fraction` fails the stage when a
-table lost more than `ingest.max_bad_fraction` of its records.
+table lost more than `ingest.max_bad_fraction` of its records. A record's texts come from the data (file
+names, JSON values): control characters and lone surrogates in them are written escaped (`printable`),
+so any record can be reported.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ KINDS = {
     "bad_shape": "an array has the wrong shape (or lengths disagree)",
     "bad_dtype": "an array has the wrong data type",
     "non_finite": "an array holds NaN or infinity",
-    "bad_value": "a value the format does not allow (gripper not +-1, empty text, unsafe path, ...)",
+    "bad_value": "a value the format does not allow (gripper not +-1, empty text, text that is not UTF-8, ...)",
+    "bad_path": "a path that cannot be used: not a string, a NUL byte, not UTF-8, too long, a symlink loop",
+    "outside_dataset": "a file (or a symlink on its way) that leads outside the dataset folder; never read",
     "missing_image": "an image the record points to does not exist",
     "outside_episode": "a language window that does not lie inside one episode",
     "bad_frame": "a language window that covers a quarantined or missing frame",
@@ -59,10 +63,21 @@ class QuarantineRecord:
     # human-readable detail, e.g. "shape (200, 199, 3), expected (200, 200, 3)"
     reason: str
 
+    def __post_init__(self) -> None:
+        for name in ("file", "key", "reason"):
+            object.__setattr__(self, name, printable(str(getattr(self, name))))
+
     @classmethod
     def of(cls, table: str, file: str, err: BadRecord) -> QuarantineRecord:
         """The record for a caught `BadRecord`."""
         return cls(table, file, err.key, err.kind, err.reason)
+
+
+def printable(text: str) -> str:
+    """`text` with every non-printable character (NUL, newline, lone surrogate, ...) as its Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def bad_counts(records: Sequence[QuarantineRecord]) -> dict[str, int]:
@@ -85,8 +100,8 @@ def write_report(records: Sequence[QuarantineRecord], totals: Mapping[str, int],
     payload = {"tables": summary, "kinds": dict(Counter(r.kind for r in records)),
                "records": [asdict(r) for r in records]}
     path = out_dir / "quarantine.json"
-    path.write_text(json.dumps(payload, indent=1))
-    (out_dir / "quarantine.txt").write_text(format_table(records, summary))
+    path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    (out_dir / "quarantine.txt").write_text(format_table(records, summary), encoding="utf-8")
     return path
 
 
@@ -106,10 +121,15 @@ def format_table(records: Sequence[QuarantineRecord], summary: Mapping[str, Mapp
     return "\n".join(lines) + "\n"
 
 
-def check_bad_fraction(records: Sequence[QuarantineRecord], totals: Mapping[str, int], max_fraction: float,
-                       report: Path) -> None:
-    """Raise `IngestError` when any table lost more than `max_fraction` of its records."""
-    bad = bad_counts(records)
+def check_bad_fraction(bad: Mapping[str, int], totals: Mapping[str, int], max_fraction: float, report: Path) -> None:
+    """Raise `IngestError` (pointing to `report`) when any table lost more than `max_fraction` of its records.
+
+    Args:
+        bad: quarantined records per table (`bad_counts`).
+        totals: records seen per table.
+        max_fraction: `ingest.max_bad_fraction`.
+        report: where the quarantine report of this run lies.
+    """
     for table, total in totals.items():
         fraction = bad.get(table, 0) / total if total else 0.0
         if fraction > max_fraction:

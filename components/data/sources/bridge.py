@@ -12,6 +12,8 @@ numpy arrays and builtin containers: refused unrun, `unsafe_pickle`) is quaranti
 The last frame has no action when policy_out holds T-1 entries (its `actions` is null). BridgeData v2
 labels only part of its trajectories: one without `lang.txt` keeps its frames (the VQ tokenizer can use
 them), gets no window, and is counted as skipped; an empty or unreadable `lang.txt` is quarantined.
+Every file is read only from inside the dataset folder: a trajectory folder, pickle, image or `lang.txt`
+that leads out of it (a symlink) is quarantined as `outside_dataset`, never read.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from components.data.quarantine import BadRecord, IngestError, QuarantineRecord
-from components.data.sources import UnitResult, check_array, load_pickled
+from components.data.sources import UnitResult, check_array, check_path, check_text, load_pickled, read_file
 from components.data.tables import FRAMES, FRAMES_SCHEMA, WINDOWS, PartWriter, decode_image
 
 
@@ -35,13 +37,17 @@ def find_trajectories(root: Path) -> list[Path]:
     return trajs
 
 
-def image_count(traj: Path) -> int:
-    """Number of `images0/im_*.jpg` files (a trajectory's size before reading it)."""
+def image_count(root: Path, traj: Path) -> int:
+    """Number of `images0/im_*.jpg` files (a trajectory's size before reading it); 0 for a folder outside `root`."""
+    try:
+        check_path(root, traj / "images0", "images0")
+    except BadRecord:
+        return 0
     return sum(1 for _ in (traj / "images0").glob("im_*.jpg"))
 
 
 def read_trajectory(root: Path, traj: Path) -> tuple[np.ndarray, list[np.ndarray | None]]:
-    """Check a trajectory's pickles.
+    """Check a trajectory's folder and pickles.
 
     Returns:
         state (T, 7) float32, and per frame its action (7,) float32 or None (no action recorded).
@@ -49,6 +55,8 @@ def read_trajectory(root: Path, traj: Path) -> tuple[np.ndarray, list[np.ndarray
     Raises:
         BadRecord: for the whole trajectory.
     """
+    check_path(root, traj, "trajectory")
+    check_text(str(traj.relative_to(root)), "trajectory", "bad_path")  # the `source` column is UTF-8
     obs = load_pickled(traj / "obs_dict.pkl", root)
     if not isinstance(obs, dict):
         raise BadRecord("corrupt_file", "obs_dict.pkl", f"expected a dict, got {type(obs).__name__}")
@@ -68,30 +76,26 @@ def read_trajectory(root: Path, traj: Path) -> tuple[np.ndarray, list[np.ndarray
     return state, actions
 
 
-def read_instruction(traj: Path) -> str:
-    """The first line of `lang.txt`."""
-    path = traj / "lang.txt"
-    if not path.is_file():
-        raise BadRecord("missing_file", "lang.txt", "does not exist")
+def read_instruction(traj: Path, root: Path | None = None) -> str:
+    """The first line of `lang.txt`, which must lie inside the dataset folder `root` (default: `traj`)."""
+    data = read_file(root or traj, traj / "lang.txt", "lang.txt")
     try:
-        first = path.read_text(encoding="utf-8").splitlines()[:1]
-    except (OSError, UnicodeDecodeError) as err:
+        first = data.decode("utf-8").splitlines()[:1]
+    except UnicodeDecodeError as err:
         raise BadRecord("corrupt_file", "lang.txt", f"{type(err).__name__}: {err}") from err
     if not first or not first[0].strip():
         raise BadRecord("bad_value", "lang.txt", "the first line (the instruction) is empty")
     return first[0].strip()
 
 
-def read_image(traj: Path, t: int) -> bytes:
-    """The JPEG bytes of frame t, after checking they decode to an RGB image."""
-    path = traj / "images0" / f"im_{t}.jpg"
-    if not path.is_file():
-        raise BadRecord("missing_image", f"images0/im_{t}.jpg", "does not exist")
-    data = path.read_bytes()
+def read_image(traj: Path, t: int, root: Path | None = None) -> bytes:
+    """The JPEG bytes of frame t, after checking they decode to an RGB image; inside `root` (default: `traj`)."""
+    key = f"images0/im_{t}.jpg"
+    data = read_file(root or traj, traj / key, key, "missing_image")
     try:
         decode_image(data)
     except Exception as err:  # noqa: BLE001 - PIL raises many types for truncated/corrupt images
-        raise BadRecord("corrupt_file", f"images0/im_{t}.jpg", f"{type(err).__name__}: {err}") from err
+        raise BadRecord("corrupt_file", key, f"{type(err).__name__}: {err}") from err
     return data
 
 
@@ -119,7 +123,7 @@ class BridgeUnit:
         try:
             state, actions = read_trajectory(root, traj)
         except BadRecord as err:
-            n = max(1, image_count(traj))
+            n = max(1, image_count(root, traj))
             result.count(FRAMES, n)
             result.count(WINDOWS)
             result.records += [QuarantineRecord.of(FRAMES, source, err)] * n
@@ -129,7 +133,7 @@ class BridgeUnit:
         for t in range(len(state)):
             result.count(FRAMES)
             try:
-                image = read_image(traj, t)
+                image = read_image(traj, t, root)
                 if not np.isfinite(state[t]).all():
                     raise BadRecord("non_finite", f"obs_dict.pkl:state[{t}]", "NaN/inf values")
             except BadRecord as err:
@@ -140,16 +144,16 @@ class BridgeUnit:
                         "source": source, "scene": None, "rgb_static": image, "rgb_gripper": None,
                         "actions": actions[t], "abs_actions": None, "robot_obs": state[t], "scene_obs": None,
                         "description": None})
-        self._window(traj, source, episode, len(state), kept, result)
+        self._window(root, traj, source, episode, len(state), kept, result)
 
     @staticmethod
-    def _window(traj: Path, source: str, episode: int, steps: int, kept: int, result: UnitResult) -> None:
-        if not (traj / "lang.txt").exists():
+    def _window(root: Path, traj: Path, source: str, episode: int, steps: int, kept: int, result: UnitResult) -> None:
+        if not (traj / "lang.txt").exists() and not (traj / "lang.txt").is_symlink():
             result.skip("bridge_without_lang")
             return
         result.count(WINDOWS)
         try:
-            instruction = read_instruction(traj)
+            instruction = read_instruction(traj, root)
             if kept < steps:
                 raise BadRecord("bad_frame", "trajectory", f"{steps - kept} of {steps} frames were quarantined")
         except BadRecord as err:
@@ -164,7 +168,7 @@ def plan_bridge(root: Path, frames_per_unit: int) -> list[BridgeUnit]:
     units, current, size = [], [], 0
     for episode, traj in enumerate(find_trajectories(root)):
         current.append((episode, str(traj)))
-        size += image_count(traj)
+        size += image_count(root, traj)
         if size >= frames_per_unit:
             units.append(BridgeUnit(str(root), len(units), tuple(current)))
             current, size = [], 0

@@ -1,20 +1,23 @@
-"""CALVIN dataset folder reader (specs/calvin.md §1): frames, language windows, episodes, scene split.
+"""CALVIN dataset folder reader (CALVIN's released layout): frames, language windows, episodes, scene split.
 
     <root>/{training,validation}/episode_XXXXXXX.npz     one 30 Hz frame each (the id is global)
     <root>/<split>/ep_start_end_ids.npy                 (n, 2) inclusive [start, end] frame ids per episode
     <root>/<split>/lang_annotations/auto_lang_ann.npy    pickled dict: language.ann/.task, info.indx windows
     <root>/<split>/scene_info.npy                        pickled dict scene name -> inclusive frame range
 
-Every frame listed by `ep_start_end_ids.npy` is read and checked against the spec (required keys below,
+Every frame listed by `ep_start_end_ids.npy` is read and checked against CALVIN's frame format (keys below,
 optional keys checked when present). Depth and tactile arrays are validated but not stored: training
 never reads them. A language window is kept when it lies inside one episode and all its frames were
 kept; `info.indx` ends are inclusive, as CALVIN's own loaders read them (`range(start, end + 1)`).
+Every file is read only from inside the dataset folder (`sources.check_path`): a frame npz that leads out
+of it is quarantined (`outside_dataset`), an index file that does stops the ingest. Index files are all
+read while planning, before anything is written; a folder without any frame is an error, not 0 rows.
 """
 
 from __future__ import annotations
 
-import zipfile
-import zlib
+import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from components.data.quarantine import BadRecord, IngestError, QuarantineRecord
-from components.data.sources import UnitResult, check_array, check_gripper, load_pickled
+from components.data.sources import (
+    UnitResult,
+    check_array,
+    check_gripper,
+    check_path,
+    check_text,
+    load_pickled,
+    read_file,
+)
 from components.data.tables import FRAMES, FRAMES_SCHEMA, WINDOWS, PartWriter, encode_png
 
 SPLITS = ("training", "validation")
@@ -44,35 +55,46 @@ def frame_path(split_dir: Path, frame_id: int) -> Path:
     return split_dir / f"episode_{frame_id:07d}.npz"
 
 
-def read_frame(path: Path) -> dict[str, Any]:
+def read_frame(path: Path, root: Path | None = None) -> dict[str, Any]:
     """Load one frame npz and validate it; returns the checked arrays (floats as float32).
 
+    The file must lie (symlinks resolved) inside the dataset folder `root` (default: its split folder).
+
     Raises:
-        BadRecord: missing_file, corrupt_file, or a failed key check.
+        BadRecord: missing_file, corrupt_file, outside_dataset, bad_path, or a failed key check.
     """
-    if not path.is_file():
-        raise BadRecord("missing_file", path.name, "listed in ep_start_end_ids.npy but does not exist")
+    listed = "listed in ep_start_end_ids.npy but does not exist"
+    data = read_file(root or path.parent, path, path.name, "missing_file", listed)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except Exception as err:  # noqa: BLE001 - zipfile/zlib/numpy raise many types for a damaged or crafted npz
         raise BadRecord("corrupt_file", path.name, f"{type(err).__name__}: {err}") from err
-    checked = {key: check_array(data, key, shape, kind) for key, (shape, kind) in REQUIRED.items()}
+    checked = {key: check_array(arrays, key, shape, kind) for key, (shape, kind) in REQUIRED.items()}
     for key, (shape, kind) in OPTIONAL.items():
-        if key in data:
-            check_array(data, key, shape, kind)
+        if key in arrays:
+            check_array(arrays, key, shape, kind)
     check_gripper(checked["rel_actions"], "rel_actions")
     check_gripper(checked["actions"], "actions")
     return checked
 
 
-def load_episodes(split_dir: Path) -> np.ndarray:
-    """(n, 2) int64 inclusive [start, end] frame ids, sorted and disjoint; IngestError if unusable."""
+def load_episodes(split_dir: Path, root: Path | None = None) -> np.ndarray:
+    """(n, 2) int64 inclusive [start, end] frame ids, sorted and disjoint.
+
+    Raises:
+        IngestError: the file is unusable, or lies outside `root` (the dataset folder; default: the split's parent).
+    """
     path = split_dir / "ep_start_end_ids.npy"
     try:
+        check_path(root or split_dir.parent, path, path.name)
         episodes = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise IngestError(f"{path}: cannot read the episode index: {err}") from err
+    except BadRecord as err:
+        raise IngestError(f"{path}: {err.reason} ({err.kind})") from err
+    except Exception as err:  # noqa: BLE001 - numpy raises many types for a damaged .npy; the index is unusable
+        raise IngestError(f"{path}: cannot read the episode index: {type(err).__name__}: {err}") from err
+    if not isinstance(episodes, np.ndarray):  # np.load returns an NpzFile for a zip
+        raise IngestError(f"{path}: expected a .npy array, got {type(episodes).__name__}")
     if episodes.ndim != 2 or episodes.shape[1] != 2 or not np.issubdtype(episodes.dtype, np.integer):
         raise IngestError(f"{path}: expected an integer (n, 2) array, got {episodes.dtype} {episodes.shape}")
     episodes = episodes.astype(np.int64)
@@ -92,19 +114,19 @@ def load_index(path: Path, root: Path) -> Any:
         return load_pickled(path, root).item()
     except BadRecord as err:
         raise IngestError(f"{path}: {err.reason} ({err.kind})") from err
-    except ValueError as err:  # .item() of an array that is not 0-d or 1-element
+    except (ValueError, AttributeError) as err:  # .item() of an array that is not 0-d or 1-element
         raise IngestError(f"{path}: expected a pickled object in a 0-d array: {err}") from err
 
 
 def load_scenes(root: Path, split_dir: Path) -> tuple[tuple[str, int, int], ...]:
     """(scene name, first, last) from `scene_info.npy`; empty when the split has none (CALVIN validation)."""
     path = split_dir / "scene_info.npy"
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return ()
     info = load_index(path, root)
     try:
-        return tuple((str(name), int(lo), int(hi)) for name, (lo, hi) in info.items())
-    except (AttributeError, TypeError, ValueError) as err:
+        return tuple((check_text(str(name), "scene"), int(lo), int(hi)) for name, (lo, hi) in info.items())
+    except (AttributeError, TypeError, ValueError, OverflowError, BadRecord) as err:
         raise IngestError(f"{path}: expected a dict scene name -> [first, last] frame id: {err}") from err
 
 
@@ -137,7 +159,7 @@ class CalvinUnit:
             source = f"{self.split}/{path.name}"
             result.count(FRAMES)
             try:
-                data = read_frame(path)
+                data = read_frame(path, Path(self.root))
             except BadRecord as err:
                 result.records.append(QuarantineRecord.of(FRAMES, source, err))
                 continue
@@ -154,22 +176,35 @@ class CalvinUnit:
         return result
 
 
-def plan_calvin(root: Path, frames_per_unit: int) -> tuple[list[CalvinUnit], dict[str, np.ndarray]]:
-    """Split every present split of a CALVIN folder into read units.
+def plan_calvin(root: Path, frames_per_unit: int) -> tuple[list[CalvinUnit], list[LanguageIndex]]:
+    """Split every present split of a CALVIN folder into read units, after reading all its index files.
 
     Returns:
-        units, and each split's episode index (for the window checks).
+        units, and each split's language windows (checked against the kept frames once the units ran).
+
+    Raises:
+        IngestError: no frames (no split folder, no episode_*.npz, or no episode listed), or an unusable
+            index file (named).
     """
     splits = [s for s in SPLITS if (root / s).is_dir()]
-    if not splits:
-        raise IngestError(f"{root}: not a CALVIN dataset folder (no training/ or validation/)")
-    units, episodes = [], {}
+    if not any(_has_frame_files(root / s) for s in splits):
+        raise IngestError(f"{root}: no frames found (expected training/ and validation/ with episode_*.npz)")
+    units, windows = [], []
     for split in splits:
-        episodes[split] = load_episodes(root / split)
+        episodes = load_episodes(root / split, root)
         scenes = load_scenes(root, root / split)
-        for segments in _chunk_episodes(episodes[split], frames_per_unit):
+        windows.append(load_language(root, split, episodes))
+        for segments in _chunk_episodes(episodes, frames_per_unit):
             units.append(CalvinUnit(str(root), split, len(units), segments, scenes))
-    return units, episodes
+    if not units:
+        raise IngestError(f"{root}: no frames found (ep_start_end_ids.npy of {', '.join(splits)} lists no episode)")
+    return units, windows
+
+
+def _has_frame_files(split_dir: Path) -> bool:
+    """Whether the folder holds an `episode_*.npz` (stops at the first: real splits hold millions)."""
+    with os.scandir(split_dir) as entries:
+        return any(e.name.startswith("episode_") and e.name.endswith(".npz") for e in entries)
 
 
 def _chunk_episodes(episodes: np.ndarray, size: int) -> list[tuple[tuple[int, int, int, int], ...]]:
@@ -189,27 +224,45 @@ def _chunk_episodes(episodes: np.ndarray, size: int) -> list[tuple[tuple[int, in
     return chunks
 
 
-def read_windows(root: Path, split: str, episodes: np.ndarray, kept: set[int]) -> UnitResult:
-    """Language windows of one split (`auto_lang_ann.npy`), checked against episodes and kept frames."""
+@dataclass(frozen=True)
+class LanguageIndex:
+    """One split's language windows as `auto_lang_ann.npy` lists them (not yet checked against the frames)."""
+
+    split: str
+    # the annotation file, relative to the dataset root (the report's `file`)
+    source: str
+    episodes: np.ndarray
+    texts: list[Any]
+    tasks: list[Any]
+    # (start, end) frame ids, inclusive
+    indx: list[Any]
+
+    def check(self, kept: set[int]) -> UnitResult:
+        """The windows table rows of the split: windows inside one episode whose frames are all in `kept`."""
+        result = UnitResult()
+        for i, (text, task, window) in enumerate(zip(self.texts, self.tasks, self.indx, strict=True)):
+            result.count(WINDOWS)
+            try:
+                row = window_row(self.split, i, text, task, window, self.episodes, kept)
+                result.windows.append(row | {"source": self.source})
+            except BadRecord as err:
+                result.records.append(QuarantineRecord.of(WINDOWS, self.source, err))
+        return result
+
+
+def load_language(root: Path, split: str, episodes: np.ndarray) -> LanguageIndex:
+    """Read a split's `lang_annotations/auto_lang_ann.npy`; IngestError (naming it) when it is unusable."""
     path = root / split / "lang_annotations" / "auto_lang_ann.npy"
-    source = f"{split}/lang_annotations/{path.name}"
     ann = load_index(path, root)
     try:
-        texts, tasks, indx = ann["language"]["ann"], ann["language"]["task"], ann["info"]["indx"]
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        texts, tasks, indx = (list(v) for v in (ann["language"]["ann"], ann["language"]["task"], ann["info"]["indx"]))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise IngestError(f"{path}: expected CALVIN's dict with language.ann, language.task and info.indx: "
                           f"{type(err).__name__}: {err}") from err
     if not len(texts) == len(tasks) == len(indx):
         raise IngestError(f"{path}: language.ann ({len(texts)}), language.task ({len(tasks)}) and info.indx "
                           f"({len(indx)}) must have the same length")
-    result = UnitResult()
-    for i, (text, task, window) in enumerate(zip(texts, tasks, indx, strict=True)):
-        result.count(WINDOWS)
-        try:
-            result.windows.append(window_row(split, i, text, task, window, episodes, kept) | {"source": source})
-        except BadRecord as err:
-            result.records.append(QuarantineRecord.of(WINDOWS, source, err))
-    return result
+    return LanguageIndex(split, f"{split}/lang_annotations/{path.name}", episodes, texts, tasks, indx)
 
 
 def window_row(split: str, i: int, text: Any, task: Any, window: Any, episodes: np.ndarray,
@@ -217,10 +270,12 @@ def window_row(split: str, i: int, text: Any, task: Any, window: Any, episodes: 
     """Validate window `i` and return its table row (without `source`)."""
     try:
         start, end = (int(v) for v in window)
-    except (TypeError, ValueError) as err:
-        raise BadRecord("bad_value", f"info.indx[{i}]", f"{window!r} is not a (start, end) pair") from err
+    except (TypeError, ValueError, OverflowError) as err:
+        raise BadRecord("bad_value", f"info.indx[{i}]", f"{window!r:.80} is not a (start, end) pair") from err
     if not isinstance(text, str) or not text.strip():
-        raise BadRecord("bad_value", f"language.ann[{i}]", f"{text!r} is not a non-empty instruction")
+        raise BadRecord("bad_value", f"language.ann[{i}]", f"{text!r:.80} is not a non-empty instruction")
+    check_text(text, f"language.ann[{i}]")
+    task = None if task is None else check_text(str(task), f"language.task[{i}]")
     e = int(np.searchsorted(episodes[:, 0], start, side="right")) - 1
     if start > end or e < 0 or end > episodes[e, 1]:
         raise BadRecord("outside_episode", f"info.indx[{i}]", f"window [{start}, {end}] is not inside one episode")
@@ -230,4 +285,4 @@ def window_row(split: str, i: int, text: Any, task: Any, window: Any, episodes: 
                         f"window [{start}, {end}] covers {len(missing)} quarantined frame(s), first {missing[0]}")
     lo = int(episodes[e, 0])
     return {"dataset": "calvin", "split": split, "episode": e, "start_step": start - lo, "end_step": end - lo,
-            "instruction": text.strip(), "task": str(task)}
+            "instruction": text.strip(), "task": task}

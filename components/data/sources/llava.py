@@ -6,8 +6,10 @@ r"""LLaVA-665k reader: `llava_v1_5_mix665k.json` + image folder -> validated ima
 
 Samples without an image (LLaVA's text-only ShareGPT part) are skipped and counted, not quarantined:
 the understanding loss here always has an image. A kept sample has human/gpt turns alternating from
-human, non-empty texts and exactly one `<image>` placeholder (removed from the stored question: the
-model puts the image block before the text).
+human, non-empty UTF-8 texts and exactly one `<image>` placeholder (removed from the stored question: the
+model puts the image block before the text). An image path must be a string naming a file inside <root>
+(symlinks resolved): a NUL byte, a name that is not UTF-8, a symlink loop (`bad_path`) or a way out of the
+folder (`outside_dataset`) quarantines the sample. A sample list with no image sample is an error.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from components.data.quarantine import BadRecord, IngestError, QuarantineRecord
-from components.data.sources import UnitResult, inside
+from components.data.sources import UnitResult, check_text, read_file
 from components.data.tables import LAZY_ROW_GROUP_SIZE, VQA, VQA_SCHEMA, PartWriter, decode_image
 
 JSON_NAME = "llava_v1_5_mix665k.json"
@@ -26,14 +28,24 @@ PLACEHOLDER = "<image>"
 
 
 def load_samples(root: Path) -> list[Any]:
-    """The JSON list of samples; IngestError when the file is missing or not a JSON list."""
+    """The JSON list of samples.
+
+    Raises:
+        IngestError: the file is missing, outside `root` or not a JSON list, or no sample has an image.
+    """
     path = root / JSON_NAME
+    if not path.exists() and not path.is_symlink():
+        raise IngestError(f"{root}: no LLaVA sample list (expected {JSON_NAME} and its image files)")
     try:
-        samples = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        samples = json.loads(read_file(root, path, JSON_NAME).decode("utf-8"))
+    except BadRecord as err:
+        raise IngestError(f"{path}: cannot read the LLaVA sample list: {err.reason} ({err.kind})") from err
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise IngestError(f"{path}: cannot read the LLaVA sample list: {type(err).__name__}: {err}") from err
     if not isinstance(samples, list):
         raise IngestError(f"{path}: expected a JSON list of samples, got {type(samples).__name__}")
+    if not any(not isinstance(s, dict) or "image" in s for s in samples):
+        raise IngestError(f"{path}: no samples found with an image ({len(samples)} samples, all text-only)")
     return samples
 
 
@@ -54,7 +66,7 @@ def parse_conversation(conversations: Any) -> tuple[list[str], list[str]]:
             raise BadRecord("bad_value", f"conversations[{i}].from", f"{turn['from']!r}, expected {expected!r}")
         if not isinstance(turn["value"], str) or not turn["value"].strip():
             raise BadRecord("bad_value", f"conversations[{i}].value", "empty or not a string")
-        texts.append(turn["value"])
+        texts.append(check_text(turn["value"], f"conversations[{i}].value"))
     placeholders = sum(t.count(PLACEHOLDER) for t in texts)
     if placeholders != 1 or PLACEHOLDER in "".join(texts[1::2]):
         raise BadRecord("bad_value", "conversations", f"expected one {PLACEHOLDER} placeholder in a human turn, "
@@ -68,13 +80,9 @@ def parse_conversation(conversations: Any) -> tuple[list[str], list[str]]:
 def read_image(root: Path, name: Any) -> bytes:
     """The bytes of a sample's image, which must lie inside `root` and decode."""
     if not isinstance(name, str) or not name:
-        raise BadRecord("bad_value", "image", f"{name!r} is not a relative image path")
-    path = root / name
-    if not inside(root, path):
-        raise BadRecord("bad_value", "image", f"{name!r} points outside the LLaVA folder")
-    if not path.is_file():
-        raise BadRecord("missing_image", "image", f"{name} does not exist")
-    data = path.read_bytes()
+        raise BadRecord("bad_path", "image", f"{name!r:.80} is not a relative image path")
+    check_text(name, "image", "bad_path")  # stored in the `image_path` column
+    data = read_file(root, root / name, "image", "missing_image", f"{name} does not exist")
     try:
         decode_image(data)
     except Exception as err:  # noqa: BLE001 - PIL raises many types for truncated/corrupt images
@@ -119,7 +127,7 @@ class LlavaUnit:
                 raise BadRecord("missing_key", key, "not in the sample")
         questions, answers = parse_conversation(sample["conversations"])
         image = read_image(root, sample["image"])
-        return {"id": str(sample["id"]), "image": image, "image_path": sample["image"],
+        return {"id": check_text(str(sample["id"]), "id"), "image": image, "image_path": sample["image"],
                 "questions": questions, "answers": answers}
 
 

@@ -155,7 +155,7 @@ def corrupt(raw):
             ("vqa", "llava_v1_5_mix665k.json[1]", "image", "corrupt_file"),
             ("vqa", "llava_v1_5_mix665k.json[2]", "conversations[1].from", "bad_value"),
             ("vqa", "llava_v1_5_mix665k.json[3]", "conversations", "missing_key"),
-            ("vqa", "llava_v1_5_mix665k.json[5]", "image", "bad_value")]
+            ("vqa", "llava_v1_5_mix665k.json[5]", "image", "outside_dataset")]
 
 
 @pytest.fixture(scope="module")
@@ -193,9 +193,11 @@ def test_quarantined_records_are_left_out_not_replaced(corrupted):
 def test_too_many_bad_records_fail_the_stage_after_writing_the_report(corrupted, pipeline_data, tmp_path):
     root = corrupted[0]
     cfg = dataclasses.replace(pipeline_data.cfg.ingest, max_bad_fraction=0.05)
-    with pytest.raises(IngestError, match=r"7 of 58 frames records .*ingest.max_bad_fraction"):
+    with pytest.raises(IngestError, match=r"7 of 58 frames records .*ingest.max_bad_fraction.*out.failed"):
         ingest_datasets(cfg, {"calvin": root / "raw" / "calvin"}, tmp_path / "out")
-    assert (tmp_path / "out" / "quarantine.json").is_file()
+    report = json.loads((tmp_path / "out.failed" / "quarantine.json").read_text())  # the output is not replaced
+    assert report["tables"]["frames"]["quarantined"] == 7 and (tmp_path / "out.failed" / "quarantine.txt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.failed"]  # no output, no staging folder left
 
 
 def test_pickles_are_only_loaded_from_inside_the_dataset_folder(tmp_path, pipeline_data, ray_session):
@@ -211,7 +213,8 @@ def test_pickles_are_only_loaded_from_inside_the_dataset_folder(tmp_path, pipeli
     cfg = dataclasses.replace(pipeline_data.cfg.ingest, max_bad_fraction=1.0)
     ingest_datasets(cfg, {"bridge": raw / "bridge"}, tmp_path / "out")
     report = json.loads((tmp_path / "out" / "quarantine.json").read_text())
-    assert any(r["kind"] == "bad_value" and "outside the dataset folder" in r["reason"] for r in report["records"])
+    assert any(r["kind"] == "outside_dataset" and "outside the dataset folder" in r["reason"]
+               for r in report["records"])
 
 
 class _RunsShell:
@@ -291,3 +294,178 @@ def test_calvin_frames_carry_the_description_of_their_scene_state(pipeline_data)
         else:
             assert row["description"] is None
     assert pipeline_data.ingest.described_frames == 24 + 18 + 16
+
+
+# --------------------------------------------------------------------------- hand-made bad inputs
+
+
+def _records(out):
+    return {(r["table"], r["file"], r["key"], r["kind"]) for r in json.loads((out / "quarantine.json").read_text())[
+        "records"]}
+
+
+def _lenient(pipeline_data):
+    return dataclasses.replace(pipeline_data.cfg.ingest, max_bad_fraction=1.0)
+
+
+def test_odd_llava_paths_and_texts_are_quarantined_while_the_rest_ingests(tmp_path, pipeline_data, ray_session):
+    llava = tmp_path / "llava"
+    shutil.copytree(pipeline_data.raw / "llava", llava)
+    samples = json.loads((llava / "llava_v1_5_mix665k.json").read_text())
+    good = samples[0]
+    undecodable = os.fsdecode(b"coco/\xff.jpg")  # a real file whose name is not UTF-8 (surrogate-escaped)
+    shutil.copy(llava / good["image"], llava / undecodable)
+    os.symlink("loop.jpg", llava / "coco" / "loop.jpg")
+    odd = {"nul": good | {"image": "coco/train2017/\x00.jpg"}, "int": good | {"image": 12},
+           "surrogate": good | {"image": "coco/\ud800.jpg"}, "undecodable": good | {"image": undecodable},
+           "loop": good | {"image": "coco/loop.jpg"},
+           "value": good | {"conversations": [good["conversations"][0], {"from": "gpt", "value": 5}]},
+           "text": good | {"conversations": [good["conversations"][0], {"from": "gpt", "value": "a\udcffb"}]},
+           "id": good | {"id": "x\ud800"}}
+    (llava / "llava_v1_5_mix665k.json").write_text(json.dumps(samples + list(odd.values())))
+    summary = ingest_datasets(_lenient(pipeline_data), {"llava": llava}, tmp_path / "out")
+    assert summary.vqa == 4 and summary.quarantined == {"vqa": len(odd)}
+    where = {name: f"llava_v1_5_mix665k.json[{len(samples) + i}]" for i, name in enumerate(odd)}
+    assert _records(tmp_path / "out") == {
+        ("vqa", where["nul"], "image", "bad_path"), ("vqa", where["int"], "image", "bad_path"),
+        ("vqa", where["surrogate"], "image", "bad_path"), ("vqa", where["undecodable"], "image", "bad_path"),
+        ("vqa", where["loop"], "image", "bad_path"), ("vqa", where["value"], "conversations[1].value", "bad_value"),
+        ("vqa", where["text"], "conversations[1].value", "bad_value"), ("vqa", where["id"], "id", "bad_value")}
+    text = (tmp_path / "out" / "quarantine.txt").read_text(encoding="utf-8")  # odd characters written escaped
+    assert r"\x00.jpg" in text and r"\ud800" in text and r"\udcff" in text
+
+
+def test_calvin_frames_are_read_only_from_inside_the_dataset(tmp_path, pipeline_data, ray_session):
+    calvin, elsewhere = tmp_path / "calvin", tmp_path / "elsewhere"
+    shutil.copytree(pipeline_data.raw / "calvin", calvin)
+    elsewhere.mkdir()
+    out_frame, in_frame = _calvin_frame(tmp_path, 0, 5), _calvin_frame(tmp_path, 0, 6)
+    shutil.move(out_frame, elsewhere / out_frame.name)
+    os.symlink(elsewhere / out_frame.name, out_frame)  # the same bytes, but outside the dataset folder
+    (calvin / "mirror").mkdir()
+    shutil.move(in_frame, calvin / "mirror" / in_frame.name)
+    os.symlink(calvin / "mirror" / in_frame.name, in_frame)  # a symlink inside the dataset is followed
+    summary = ingest_datasets(_lenient(pipeline_data), {"calvin": calvin}, tmp_path / "out")
+    assert _records(tmp_path / "out") >= {("frames", f"training/{out_frame.name}", out_frame.name, "outside_dataset")}
+    assert summary.quarantined["frames"] == 1 and summary.frames == 24 + 18 + 16 - 1
+    steps = {r["step"] for r in read_table(tmp_path / "out" / "frames").to_pylist()
+             if r["split"] == "training" and r["episode"] == 0}
+    assert 6 in steps and 5 not in steps
+
+
+@pytest.mark.parametrize("name", ["training/ep_start_end_ids.npy", "validation/scene_info.npy",
+                                  "training/lang_annotations/auto_lang_ann.npy"])
+def test_a_calvin_index_file_outside_the_dataset_stops_the_ingest(tmp_path, pipeline_data, ray_session, name):
+    calvin = tmp_path / "calvin"
+    shutil.copytree(pipeline_data.raw / "calvin", calvin)
+    shutil.move(calvin / name, tmp_path / "index.npy")
+    os.symlink(tmp_path / "index.npy", calvin / name)
+    with pytest.raises(IngestError, match=rf"calvin/{name}: .*outside the dataset folder.*\(outside_dataset\)"):
+        ingest_datasets(pipeline_data.cfg.ingest, {"calvin": calvin}, tmp_path / "out")
+
+
+def test_bridge_files_are_read_only_from_inside_the_dataset(tmp_path, pipeline_data, ray_session):
+    bridge, elsewhere = tmp_path / "bridge", tmp_path / "elsewhere"
+    shutil.copytree(pipeline_data.raw / "bridge", bridge)
+    traj0, traj1 = (bridge / BRIDGE_TRAJ.format(i) for i in (0, 1))
+    shutil.copytree(traj0, elsewhere / "traj2")
+    os.symlink(elsewhere / "traj2", traj0.parent / "traj2")  # a whole trajectory outside
+    (traj0 / "images0" / "im_3.jpg").rename(elsewhere / "im_3.jpg")
+    os.symlink(elsewhere / "im_3.jpg", traj0 / "images0" / "im_3.jpg")
+    (traj1 / "lang.txt").rename(elsewhere / "lang.txt")
+    os.symlink(elsewhere / "lang.txt", traj1 / "lang.txt")
+    (traj1 / "images0" / "im_3.jpg").unlink()
+    os.symlink(traj0 / "images0" / "im_2.jpg", traj1 / "images0" / "im_3.jpg")  # inside the dataset: read
+    summary = ingest_datasets(_lenient(pipeline_data), {"bridge": bridge}, tmp_path / "out")
+    t0, t1, t2 = (BRIDGE_TRAJ.format(i) for i in range(3))
+    assert _records(tmp_path / "out") == {
+        ("frames", t0, "images0/im_3.jpg", "outside_dataset"), ("windows", t0, "trajectory", "bad_frame"),
+        ("windows", t1, "lang.txt", "outside_dataset"), ("frames", t2, "trajectory", "outside_dataset"),
+        ("windows", t2, "trajectory", "bad_frame")}
+    assert summary.frames == 2 * 12 - 1 and summary.windows == 0
+    row = next(r for r in read_table(tmp_path / "out" / "frames").to_pylist() if r["episode"] == 1 and r["step"] == 3)
+    assert row["rgb_static"] == (traj0 / "images0" / "im_2.jpg").read_bytes()
+
+
+@pytest.mark.parametrize("layout", ["empty", "empty_splits"])
+def test_an_empty_calvin_folder_is_an_error_naming_it(tmp_path, pipeline_data, ray_session, layout):
+    calvin = tmp_path / "calvin"
+    calvin.mkdir()
+    if layout == "empty_splits":
+        (calvin / "training").mkdir()
+        (calvin / "validation").mkdir()
+    with pytest.raises(IngestError, match=rf"{calvin}: no frames found \(expected training/ and validation/ with "
+                                          r"episode_\*\.npz\)"):
+        ingest_datasets(pipeline_data.cfg.ingest, {"calvin": calvin}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_calvin_index_without_episodes_is_an_error(tmp_path, pipeline_data, ray_session):
+    calvin = tmp_path / "calvin"
+    shutil.copytree(pipeline_data.raw / "calvin", calvin)
+    for split in ("training", "validation"):
+        np.save(calvin / split / "ep_start_end_ids.npy", np.zeros((0, 2), np.int64))
+    with pytest.raises(IngestError, match=rf"{calvin}: no frames found \(ep_start_end_ids.npy .* lists no episode"):
+        ingest_datasets(pipeline_data.cfg.ingest, {"calvin": calvin}, tmp_path / "out")
+
+
+@pytest.mark.parametrize(("samples", "message"), [
+    (None, r"no LLaVA sample list \(expected llava_v1_5_mix665k.json"), ([], r"no samples found with an image"),
+    ([{"id": "t", "conversations": []}], r"no samples found with an image \(1 samples, all text-only\)")])
+def test_an_empty_llava_folder_is_an_error_naming_it(tmp_path, pipeline_data, ray_session, samples, message):
+    llava = tmp_path / "llava"
+    llava.mkdir()
+    if samples is not None:
+        (llava / "llava_v1_5_mix665k.json").write_text(json.dumps(samples))
+    with pytest.raises(IngestError, match=rf"{llava}.*{message}"):
+        ingest_datasets(pipeline_data.cfg.ingest, {"llava": llava}, tmp_path / "out")
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_ingest_leaves_the_previous_output_as_it_was(tmp_path, pipeline_data, ray_session):
+    calvin, out = tmp_path / "calvin", tmp_path / "out"
+    shutil.copytree(pipeline_data.raw / "calvin", calvin)
+    ingest_datasets(pipeline_data.cfg.ingest, {"calvin": calvin}, out)
+    before = _snapshot(out)
+    ann = calvin / "validation" / "lang_annotations" / "auto_lang_ann.npy"
+    ann.write_bytes(ann.read_bytes()[:100])  # a corrupt index file: the whole run fails
+    with pytest.raises(IngestError, match="validation/lang_annotations/auto_lang_ann.npy"):
+        ingest_datasets(pipeline_data.cfg.ingest, {"calvin": calvin}, out)
+    assert _snapshot(out) == before
+    shutil.copytree(pipeline_data.raw / "calvin" / "validation", calvin / "validation", dirs_exist_ok=True)
+    for step in range(10):  # too many bad frames: fails after the Ray tasks wrote their part files
+        _calvin_frame(tmp_path, 0, step).unlink()
+    with pytest.raises(IngestError, match=rf"max_bad_fraction.*; {out} is left as it was"):
+        ingest_datasets(pipeline_data.cfg.ingest, {"calvin": calvin}, out)
+    assert _snapshot(out) == before and (tmp_path / "out.failed" / "quarantine.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calvin", "out", "out.failed"]  # no staging left
+
+
+def test_a_successful_ingest_replaces_the_whole_output(tmp_path, pipeline_data, ray_session):
+    out = tmp_path / "out"
+    (out / "frames").mkdir(parents=True)
+    (out / "frames" / "part-stale.parquet").write_bytes(b"from an older run")
+    (tmp_path / "out.failed").mkdir()  # the report of an earlier failed run
+    summary = ingest_datasets(pipeline_data.cfg.ingest, {"bridge": pipeline_data.raw / "bridge"}, out)
+    assert not (out / "frames" / "part-stale.parquet").exists() and summary.report == str(out / "quarantine.json")
+    assert read_table(out / "frames").num_rows == 24 and json.loads((out / "quarantine.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no backup, staging or stale report left
+
+
+def test_an_undecodable_bridge_folder_and_a_ragged_pickle_array_are_quarantined(tmp_path, pipeline_data, ray_session):
+    bridge = tmp_path / "bridge"
+    shutil.copytree(pipeline_data.raw / "bridge", bridge)
+    traj0, traj1 = (bridge / BRIDGE_TRAJ.format(i) for i in (0, 1))
+    shutil.copytree(traj0, traj0.parent / os.fsdecode(b"traj\xff"))  # not UTF-8: cannot be a `source` string
+    obs = pickle.loads((traj1 / "obs_dict.pkl").read_bytes())
+    (traj1 / "obs_dict.pkl").write_bytes(pickle.dumps(obs | {"state": [[0.0] * 7, [0.0] * 6]}))  # ragged
+    summary = ingest_datasets(_lenient(pipeline_data), {"bridge": bridge}, tmp_path / "out")
+    odd = BRIDGE_TRAJ.format(r"\udcff")
+    assert _records(tmp_path / "out") == {
+        ("frames", odd, "trajectory", "bad_path"), ("windows", odd, "trajectory", "bad_frame"),
+        ("frames", BRIDGE_TRAJ.format(1), "state", "bad_shape"), ("windows", BRIDGE_TRAJ.format(1), "trajectory",
+                                                                   "bad_frame")}
+    assert (summary.frames, summary.windows) == (12, 1)
