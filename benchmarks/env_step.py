@@ -1,21 +1,23 @@
 """PlayTable step cost on one CPU core: both cameras, state only, and reset, against a CALVIN-like baseline.
 
 The baseline is the same simulator rendered the way CALVIN renders: the Panda's detailed visual
-meshes and every static-camera frame drawn in full (real CALVIN measured ~65 ms per step here, see
-specs/stack-notes.md §11). Ours: convex-hull robot visuals and the layered static camera (the desk
+meshes and every static-camera frame drawn in full (real CALVIN measured ~65 ms per step with both cameras
+on one core of this machine class). Ours: convex-hull robot visuals and the layered static camera (the desk
 re-rendered only when it changes, robot and blocks every frame; identical images). The trajectory
 is fixed (smooth relative actions from CALVIN's evaluation pose of chain 0, the gripper closing and
 opening), so runs are comparable; the load average is printed because other processes on the
 machine inflate the figures.
 
 Run:
-    .venv/bin/python benchmarks/env_step.py [--steps 300] [--core 0] [--scene D]
+    .venv/bin/python benchmarks/env_step.py [--steps 300] [--resets 20] [--core 0] [--scene D]
+    .venv/bin/python benchmarks/env_step.py --smoke     # seconds: 20 steps, 5 resets (tests/test_benchmarks.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -57,15 +59,23 @@ def time_resets(env: PlayTableEnv, starts: list[tuple[np.ndarray, np.ndarray]]) 
     return (time.perf_counter() - begin) / len(starts) * 1000
 
 
+# --smoke: the same measurements at sizes that take seconds; explicit flags still win
+SMOKE = ["--steps", "20", "--resets", "5"]
+
+
 def main() -> None:
     """Print ms/step for each setup and the speed-up over the CALVIN-like baseline."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="control steps per measurement")
+    parser.add_argument("--resets", type=int, default=20, help="resets per measurement (CALVIN's first N chains)")
     parser.add_argument("--core", type=int, default=0, help="CPU core to pin this process to")
     parser.add_argument("--scene", default="D", choices=["A", "B", "C", "D"])
+    parser.add_argument("--smoke", action="store_true", help=f"tiny sizes, seconds: {' '.join(SMOKE)}")
     args = parser.parse_args()
+    if args.smoke:
+        args = parser.parse_args([*SMOKE, *sys.argv[1:]])
     os.sched_setaffinity(0, {args.core})
-    chains = get_sequences(1000)[:20]
+    chains = get_sequences(1000)[: args.resets]
     starts = [initial_condition_to_obs(state) for state, _ in chains]
     actions = trajectory(args.steps)
     setups = {

@@ -5,17 +5,22 @@ future codes, action chunks, instructions) at the sizes of params.yaml:
 * pre-tokenized: `RobotDataset` reads codes from data/tokens and `RobotCollator` batches them;
 * on-the-fly (what the reference does every training step): the same samples, but the current and
   future frames' image bytes (held in memory, which favours this path) are decoded, resized and
-  VQ-encoded for every batch.
+  VQ-encoded for every batch (every view the model reads, as the shards hold them).
 The first batch of both paths is checked to be identical. Run after `dvc repro pretokenize`:
 
     .venv/bin/python benchmarks/input_pipeline.py
     .venv/bin/python benchmarks/input_pipeline.py --ingested /tmp/x/ingested --tokens /tmp/x/tokens --vq /tmp/x/vq
+    .venv/bin/python benchmarks/input_pipeline.py --smoke     # seconds: profiles/smoke.yaml, 2 batches per path
+
+--smoke still reads the data named by the path flags; tests/test_benchmarks.py passes the small data the
+test fixtures build with the real ingest, tokenizer and pretokenize stages (tests/fixtures/pipeline_data.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -32,18 +37,38 @@ from components.data.tables import read_table
 from model.vocab import TokenLayout, load_text_tokenizer
 from model.vq_tokenizer import VQTokenizer
 
+# --smoke: the same measurements at sizes that take seconds; explicit flags still win
+SMOKE = ["--profile", "smoke", "--batches", "2"]
+
 
 class OnTheFly:
-    """The same samples as a `RobotDataset`, with codes VQ-encoded from image bytes at batch time."""
+    """The same samples as a `RobotDataset`, with codes VQ-encoded from image bytes at batch time.
+
+    Every view the model reads is encoded, in the shards' order (components/data/frame_encoder.py):
+    static, then with `model.num_views` = 2 the gripper view, whose codes the static view's stand in for
+    where a frame has no gripper camera (Bridge), as `RobotDataset` does.
+    """
 
     def __init__(self, ds: RobotDataset, ingested: Path, tok: VQTokenizer) -> None:
-        frames = read_table(ingested / "frames", columns=["dataset", "split", "episode", "step", "rgb_static"])
+        self.views = ("rgb_static", "rgb_gripper")[: ds.spec.num_views]
+        frames = read_table(ingested / "frames", columns=["dataset", "split", "episode", "step", *self.views])
         frames = frames.filter(pc.and_(pc.equal(frames.column("split"), "training"),
                                        pc.is_in(frames.column("dataset"), pa.array(list(ds.sources)))))
         keys = frame_keys(frames, ds.sources)
-        images = frames.column("rgb_static").to_pylist()
-        self.image_of = {int(k): images[i] for i, k in enumerate(keys)}
+        columns = [frames.column(view).to_pylist() for view in self.views]
+        self.images_of = {int(k): [images[i] for images in columns] for i, k in enumerate(keys)}
         self.ds, self.tok = ds, tok
+
+    def encode(self, rows: np.ndarray) -> np.ndarray:
+        """(n, num_views * tokens_per_image) codes of the dataset's frames `rows`, views concatenated."""
+        images = [self.images_of[int(self.ds.keys[r])] for r in rows]
+        static = encode_blobs(self.tok, [views[0] for views in images])
+        if len(self.views) == 1:
+            return static
+        has_gripper = np.array([views[1] is not None for views in images])
+        gripper = static.copy()
+        gripper[has_gripper] = encode_blobs(self.tok, [views[1] for views in images if views[1] is not None])
+        return np.concatenate([static, gripper], axis=1)
 
     def samples(self, indices: np.ndarray) -> list[dict]:
         """Samples whose codes come from encoding the current and future frames now."""
@@ -51,8 +76,7 @@ class OnTheFly:
         rows = self.ds.sample_row[indices]
         last = self.ds.window_rows[self.ds.sample_window[indices], 1]
         future = np.minimum(rows + self.ds.spec.delta_t, last)
-        blobs = [self.image_of[int(self.ds.keys[r])] for r in np.concatenate([rows, future])]
-        codes = encode_blobs(self.tok, blobs)
+        codes = self.encode(np.concatenate([rows, future]))
         for k, sample in enumerate(samples):
             sample["current_codes"], sample["future_codes"] = codes[k], codes[len(samples) + k]
         return samples
@@ -75,7 +99,10 @@ def main() -> None:
     parser.add_argument("--vq", default="artifacts/vq")
     parser.add_argument("--text-tokenizer", default="artifacts/text_tokenizer")
     parser.add_argument("--batches", type=int, default=20, help="batches timed per path")
+    parser.add_argument("--smoke", action="store_true", help=f"tiny sizes, seconds: {' '.join(SMOKE)}")
     args = parser.parse_args()
+    if args.smoke:
+        args = parser.parse_args([*SMOKE, *sys.argv[1:]])
     cfg = config_from_args(args)
     text = load_text_tokenizer(args.text_tokenizer, cfg.model.text_vocab_size)
     spec = RobotSpec.of(cfg.model, lambda_pre=1.0, lambda_act=1.0, mmu_condition=False)
@@ -86,9 +113,12 @@ def main() -> None:
     size = cfg.tune.batch_size
     batches = [rng.choice(len(ds), size=size, replace=len(ds) < size) for _ in range(args.batches)]
     a, b = collate([ds[int(i)] for i in batches[0]]), collate(fly.samples(batches[0]))
-    assert torch.equal(a.current_codes, b.current_codes) and torch.equal(a.future_codes, b.future_codes)
+    if not (torch.equal(a.current_codes, b.current_codes) and torch.equal(a.future_codes, b.future_codes)):
+        raise SystemExit(f"input_pipeline: the on-the-fly codes {tuple(b.current_codes.shape)} differ from the "
+                         f"shards' {tuple(a.current_codes.shape)}: the two paths no longer build the same batches")
     print(f"load average before: {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}; "
-          f"{len(ds)} samples, batch {size}, vq {cfg.model.vq.image_size}px -> {cfg.model.vq.tokens_per_image} codes")
+          f"{len(ds)} samples, batch {size}, {'+'.join(fly.views)} at vq {cfg.model.vq.image_size}px -> "
+          f"{cfg.model.vq.tokens_per_image} codes each")
     pre = throughput(lambda idx: collate([ds[int(i)] for i in idx]), batches)
     otf = throughput(lambda idx: collate(fly.samples(idx)), batches)
     print(f"pre-tokenized shards : {pre:10.1f} samples/s")

@@ -4,12 +4,13 @@ Measured in one run, at the sizes of params.yaml (or --profile/--preset/--set):
 * the machine's matmul ceiling, GFLOP/s (square fp32 and bf16 products), the baseline of every fraction;
 * a training step (forward + backward + AdamW) on a `tune`-shaped batch: robot samples/s, achieved
   GFLOP/s (FLOPs counted by torch's FlopCounterMode) and its fraction of the ceiling, fp32 and bf16;
-* one replan (VQ-encode the camera frame, CLIP, one backbone forward, MAP head) for 1 and for
-  `evaluate.num_workers` environments: latency and actions/s amortised over the chunk;
+* one replan (VQ-encode the camera frames the model reads, CLIP, one backbone forward, MAP head) for 1
+  and for `evaluate.num_workers` environments: latency and actions/s amortised over the chunk;
 * one scene description (greedy, KV cache; once per subtask).
 
     .venv/bin/python benchmarks/model_step.py                 # CPU default
     .venv/bin/python benchmarks/model_step.py --device cuda --profile paper
+    .venv/bin/python benchmarks/model_step.py --smoke         # seconds: profiles/smoke.yaml, 1 repeat
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -28,6 +30,9 @@ from model.losses import LossWeights
 from model.vla import VLAModel, bf16_autocast
 
 INSTRUCTION_TOKENS, DESCRIPTION_TOKENS, MMU_TOKENS = 14, 30, 40  # typical lengths with the small BPE
+CAMERA_SIDES = (200, 84)  # CALVIN's static and gripper frames, px
+# --smoke: the same measurements at sizes that take seconds; explicit flags still win
+SMOKE = ["--profile", "smoke", "--repeats", "1", "--warmup", "1"]
 
 
 def sync(device: torch.device) -> None:
@@ -102,21 +107,22 @@ def bench_training(model, batch, weights, device, repeats: int) -> tuple[dict[bo
     return {bf16: statistics.median(t) for bf16, t in times.items()}, counter.get_total_flops()
 
 
-def bench_replan(model, n: int, conditioned: bool, device, bf16: bool, repeats: int) -> float:
+def bench_replan(model, n: int, conditioned: bool, device, bf16: bool, repeats: int, warmup: int) -> float:
     """Seconds of one replan for n environments, from uint8 frames to the action chunk."""
     cfg = model.cfg
-    frames = torch.randint(0, 256, (n, 200, 200, 3), dtype=torch.uint8).to(device)
+    views = [torch.randint(0, 256, (n, side, side, 3), dtype=torch.uint8).to(device)
+             for side in CAMERA_SIDES[: cfg.num_views]]
     base = robot_batch(model, n, conditioned, device)
 
     def replan():
         with torch.no_grad(), bf16_autocast(device, bf16):
-            codes = model.vq.encode(vq_pixels(frames, cfg.vq.image_size)).repeat(1, cfg.num_views)
-            scene = clip_pixels(frames, cfg.vision_image_size) if conditioned else None
+            codes = torch.cat([model.vq.encode(vq_pixels(v, cfg.vq.image_size)) for v in views], dim=1)
+            scene = clip_pixels(views[0], cfg.vision_image_size) if conditioned else None
             inputs = RobotBatch(base.instruction_ids, codes, scene_pixels=scene, description_ids=base.description_ids,
                                 robot_obs=base.robot_obs)
             return model.predict(inputs, bf16=bf16).actions
 
-    return timed(replan, device, repeats)
+    return timed(replan, device, repeats, warmup)
 
 
 def main() -> None:
@@ -124,7 +130,11 @@ def main() -> None:
     add_config_args(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per figure (median)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before each replan/description figure")
+    parser.add_argument("--smoke", action="store_true", help=f"tiny sizes, seconds: {' '.join(SMOKE)}")
     args = parser.parse_args()
+    if args.smoke:
+        args = parser.parse_args([*SMOKE, *sys.argv[1:]])
     project = config_from_args(args)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -155,14 +165,15 @@ def main() -> None:
     print(f"replan (VQ encode + forward), chunk of {project.model.chunk_len} actions:")
     for n in envs:
         for bf16 in (False, True):
-            seconds = bench_replan(model, n, tune.mmu_condition, device, bf16, args.repeats)
+            seconds = bench_replan(model, n, tune.mmu_condition, device, bf16, args.repeats, args.warmup)
             print(f"  {n} env(s) {'bf16' if bf16 else 'fp32'}: {seconds * 1e3:7.1f} ms/replan, "
                   f"{n * project.model.chunk_len / seconds:7.1f} actions/s amortised")
     if tune.mmu_condition:
         pixels = batch.robot.scene_pixels[:1]
         prompt = batch.robot.instruction_ids[:1, :6]
         for bf16 in (False, True):
-            seconds = timed(lambda b=bf16: model.generate_description(pixels, prompt, bf16=b), device, args.repeats)
+            seconds = timed(lambda b=bf16: model.generate_description(pixels, prompt, bf16=b), device, args.repeats,
+                            args.warmup)
             print(f"  scene description ({project.model.max_description_len} tokens max, KV cache, once per "
                   f"subtask) {'bf16' if bf16 else 'fp32'}: {seconds * 1e3:.1f} ms")
 

@@ -16,6 +16,7 @@ includes it. Also printed: one replan's latency in bf16 autocast vs fp32 (the `p
 
 Run:
     .venv/bin/python benchmarks/rollouts.py [--chains 8] [--ep-len 60] [--workers 1 2] [--envs 1 2]
+    .venv/bin/python benchmarks/rollouts.py --smoke   # ~1 min: 1 chain x 20 steps, 1 actor x 1 env
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -51,6 +53,9 @@ from envs.sequences import get_sequences  # noqa: E402
 from envs.tasks import load_eval_instructions  # noqa: E402
 from model.vla import VLAModel  # noqa: E402
 from model.vocab import build_text_tokenizer  # noqa: E402
+
+# --smoke: the same rows at sizes that take about a minute; explicit flags still win
+SMOKE = ["--chains", "1", "--ep-len", "20", "--workers", "1", "--envs", "1", "--replan-repeats", "3"]
 
 
 def write_checkpoint(cfg: ProjectConfig, folder: Path) -> Path:
@@ -101,17 +106,27 @@ def time_actors(env_cfg: EnvConfig, folder: Path, chains: list, ep_len: int, wor
 
 
 def replan_latency(env_cfg: EnvConfig, folder: Path, precision: str, repeats: int = 20) -> float:
-    """Mean ms of one replan (B = 1, description included once) in `precision`, one torch thread."""
+    """Mean ms of one replan (B = 1, description included once) in `precision`, one torch thread.
+
+    The request carries what the checkpoint's model reads, as `ChunkedPolicy` sends it in a rollout: the
+    static frame, the gripper frame when `model.num_views` is 2, the robot state when `model.proprio`.
+    """
     engine = load_inference(folder, precision=precision)
     env = make_env(env_cfg)
     obs = env.get_obs()
-    frame, state = obs["rgb_obs"]["rgb_static"][None], obs["robot_obs"][None]
     env.close()
+    model = engine.cfg
+    frames = {view: obs["rgb_obs"][view][None] for view in ("rgb_static", "rgb_gripper")[: model.num_views]}
+    state = obs["robot_obs"][None] if model.proprio else None
     goal = next(iter(load_eval_instructions().values()))
-    description = engine.plan(PlanRequest([goal], frame, None, [None], [False], state)).descriptions
+
+    def request(descriptions: list) -> PlanRequest:
+        return PlanRequest([goal], frames["rgb_static"], frames.get("rgb_gripper"), descriptions, [False], state)
+
+    description = engine.plan(request([None])).descriptions
     begin = time.perf_counter()
     for _ in range(repeats):
-        engine.plan(PlanRequest([goal], frame, None, description, [False], state))
+        engine.plan(request(description))
     return (time.perf_counter() - begin) / repeats * 1000
 
 
@@ -132,14 +147,19 @@ def main() -> None:
     parser.add_argument("--ep-len", type=int, default=60, help="steps per subtask (= per chain here)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="rollout actor counts")
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 2], help="envs per actor")
+    parser.add_argument("--replan-repeats", type=int, default=20, help="replans timed per precision")
+    parser.add_argument("--smoke", action="store_true", help=f"tiny sizes, about a minute: {' '.join(SMOKE)}")
     args = parser.parse_args()
+    if args.smoke:
+        args = parser.parse_args([*SMOKE, *sys.argv[1:]])
     cfg = load_config()
     chains = list(enumerate(get_sequences(1000)[: args.chains]))
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_checkpoint(cfg, Path(tmp) / "model")
         torch.set_num_threads(1)
-        latency = {p: replan_latency(cfg.env, folder, p) for p in ("fp32", "bf16", "fp32", "bf16")}  # second pass kept
+        latency = {p: replan_latency(cfg.env, folder, p, args.replan_repeats)  # the second pass is kept
+                   for p in ("fp32", "bf16", "fp32", "bf16")}
         print(f"one replan, 1 thread: fp32 {latency['fp32']:.1f} ms, bf16 autocast {latency['bf16']:.1f} ms "
               f"({latency['fp32'] / latency['bf16']:.2f}x)")
         print(f"\n{args.chains} chains x {args.ep_len} steps, scene D, both cameras, CPU default model "
