@@ -5,8 +5,12 @@
 For every (suite, task, trial) not yet in `out_dir/trials.jsonl`: `env.reset()` (the environment asks
 before homing), the operator sets up the scene and confirms the start (`env.arm`), the policy runs
 for the task's `max_steps` control steps, and the operator labels success. Each trial is appended to
-the JSONL log and flushed to disk as it ends, so an interrupted run (Ctrl-C, a robot fault, the
-operator answering "n") resumes at the next unfinished trial; a trial that was cut short is redone.
+the JSONL log and flushed to disk as it ends, so an interrupted run (Ctrl-C, the operator answering
+"n") resumes at the next unfinished trial; a trial that was cut short is redone. A robot fault during a
+trial (a reflex, an error state) ends that trial: the environment stops the robot, the trial is logged
+with its `fault` and no success label (it is not a failure of the policy and counts in no success
+rate), the session goes on with the next trial (whose reset the operator confirms again), and a rerun
+redoes the faulted trial.
 Frames, actions and robot states of every trial go to `out_dir/frames/` and, with the per-trial and
 per-task success rates, to MLflow through `log`.
 """
@@ -30,9 +34,10 @@ from components.core.tracking import NULL_LOGGER, MetricLogger
 from components.robot.operator import Operator
 from envs.base import Observation, Policy
 from envs.franka.env import OperatorAbort
+from envs.franka.robot import RobotFaultError
 
 RESULTS_FILE, SUMMARY_FILE = "trials.jsonl", "summary.json"
-SAFETY_FLAGS = ("clipped_action", "clipped_workspace", "clipped_step", "overrun")
+SAFETY_FLAGS = ("clipped_action", "clipped_workspace", "clipped_tilt", "clipped_step", "overrun")
 
 
 class RobotEnv(Protocol):
@@ -51,7 +56,7 @@ class RobotEnv(Protocol):
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """One finished trial, as written to `trials.jsonl`."""
+    """One finished or faulted trial, as written to `trials.jsonl`."""
 
     suite: str
     task: str
@@ -62,19 +67,32 @@ class TrialRecord:
     duration_s: float
     started_at: str
     checkpoint: str
-    # steps on which a safety limit changed the action: clipped_action, clipped_workspace, clipped_step, overrun
+    # steps on which a safety limit changed the action: clipped_action, clipped_workspace, clipped_tilt,
+    # clipped_step, overrun
     safety: dict[str, int]
     # the trial's frames file relative to the results folder; null when frames are not saved
     frames: str | None
+    # the robot fault that ended the trial early (then `success` is false and means nothing: the trial is
+    # left out of every success rate and redone by a rerun); null when the trial ran to the operator's label
+    fault: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        """"success", "failure" (both labelled by the operator) or "fault" (the robot stopped the trial)."""
+        return "fault" if self.fault is not None else "success" if self.success else "failure"
 
 
 @dataclass(frozen=True)
 class RobotTrialsSummary:
-    """Success over the trials done so far; `complete` when every planned trial is done."""
+    """Success over the trials done so far; `complete` when every planned trial is done.
+
+    `trials` counts labelled trials only; `faults` the trials a robot fault ended (each redone by a rerun).
+    """
 
     trials: int
     successes: int
     success_rate: float
+    faults: int
     per_suite: dict[str, float]
     per_task: dict[str, float]
     planned: int
@@ -101,7 +119,9 @@ def run_robot_trials(cfg: RobotConfig, env: RobotEnv, policy: Policy, out_dir: P
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / RESULTS_FILE
-    done = {(r.suite, r.task, r.trial): r for r in read_results(results, checkpoint)}
+    records = read_results(results, checkpoint)
+    done = {(r.suite, r.task, r.trial): r for r in records if r.fault is None}
+    faults = [r for r in records if r.fault is not None]
     plan = list(planned_trials(cfg))
     todo = [key for key in plan if key not in done]
     operator.say(f"{len(plan) - len(todo)} of {len(plan)} trials already in {results}; {len(todo)} to run.")
@@ -110,15 +130,18 @@ def run_robot_trials(cfg: RobotConfig, env: RobotEnv, policy: Policy, out_dir: P
         for suite, name, trial in todo:
             record = run_trial(cfg, env, policy, out_dir, operator, suite, tasks[suite, name], trial, checkpoint)
             append_result(results, record)
-            done[suite, name, trial] = record
-            log.log_metrics({"trial_success": float(record.success)}, step=len(done))
+            if record.fault is None:
+                done[suite, name, trial] = record
+                log.log_metrics({"trial_success": float(record.success)}, step=len(done))
+            else:
+                faults.append(record)
             if record.frames:  # uploaded now, so an interrupted session keeps them
                 frames = out_dir / record.frames
                 for path in (frames, frames.with_suffix(".gif")):
                     log.log_artifact(path, str(Path(record.frames).parent))
     except _OperatorStopped:
         operator.say("Stopped by the operator; rerun the same command to resume.")
-    summary = summarize(cfg, list(done.values()), results)
+    summary = summarize(cfg, list(done.values()), faults, results)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=2))
     log_summary(log, summary, out_dir)
     return summary
@@ -138,7 +161,10 @@ class _OperatorStopped(Exception):
 
 def run_trial(cfg: RobotConfig, env: RobotEnv, policy: Policy, out_dir: Path, operator: Operator, suite: str,
               task: RobotTaskConfig, trial: int, checkpoint: str) -> TrialRecord:
-    """Reset, let the operator set up the scene, run the policy for `task.max_steps` steps, ask for the label."""
+    """Reset, let the operator set up the scene, run the policy for `task.max_steps` steps, ask for the label.
+
+    A robot fault while the policy runs ends the trial without a label: the record carries the fault.
+    """
     operator.say(f"\n[{suite}] {task.name}, trial {trial + 1} of {cfg.trials_per_task}: \"{task.instruction}\"")
     try:
         env.reset()
@@ -150,17 +176,38 @@ def run_trial(cfg: RobotConfig, env: RobotEnv, policy: Policy, out_dir: Path, op
     policy.reset()
     obs = env.get_obs()
     episode = Episode(obs)
-    for _ in range(task.max_steps):
-        action = np.asarray(policy.step(obs, task.instruction), dtype=np.float64)
-        obs, _, _, info = env.step(action)
-        episode.add(action, obs, info)
-    env.stop()
+    fault = run_policy(env, policy, task, obs, episode)
     duration = time.monotonic() - start_time
-    success = operator.confirm(f"Did the robot succeed at \"{task.instruction}\"?")
-    frames = episode.save(out_dir, suite, task.name, trial) if cfg.save_frames else None
+    if fault is None:
+        success = operator.confirm(f"Did the robot succeed at \"{task.instruction}\"?")
+    else:
+        success = False
+        operator.say(f"Robot fault after {len(episode.actions)} steps: {fault}\nThe robot is stopped. The trial is "
+                     "logged as a fault, not as a policy failure; rerun the same command to redo it. Any further "
+                     "motion waits for your confirmation of the next reset.")
+    tag = "" if fault is None else "-fault"  # a redo does not overwrite the frames that show the fault
+    frames = episode.save(out_dir, suite, task.name, trial, tag) if cfg.save_frames and episode.actions else None
     return TrialRecord(suite=suite, task=task.name, trial=trial, instruction=task.instruction, success=success,
-                       steps=task.max_steps, duration_s=round(duration, 3), started_at=started,
-                       checkpoint=checkpoint, safety=episode.safety, frames=frames)
+                       steps=len(episode.actions), duration_s=round(duration, 3), started_at=started,
+                       checkpoint=checkpoint, safety=episode.safety, frames=frames, fault=fault)
+
+
+def run_policy(env: RobotEnv, policy: Policy, task: RobotTaskConfig, obs: Observation, episode: Episode) -> str | None:
+    """Step the policy from `obs` for `task.max_steps` control steps, then stop the robot.
+
+    Returns:
+        None, or the robot fault that ended the run early (the environment has stopped the robot and moves
+        it again only after an operator-confirmed reset; it never recovers mid-trial).
+    """
+    try:
+        for _ in range(task.max_steps):
+            action = np.asarray(policy.step(obs, task.instruction), dtype=np.float64)
+            obs, _, _, info = env.step(action)
+            episode.add(action, obs, info)
+        env.stop()
+    except RobotFaultError as err:
+        return str(err)
+    return None
 
 
 class Episode:
@@ -182,15 +229,15 @@ class Episode:
         for flag in SAFETY_FLAGS:
             self.safety[flag] += int(bool(info[flag]))
 
-    def save(self, out_dir: Path, suite: str, task: str, trial: int) -> str:
-        """Write `frames/<suite>/<task>/trial_NNN.npz` (+ a GIF of the static view); return the npz path.
+    def save(self, out_dir: Path, suite: str, task: str, trial: int, tag: str = "") -> str:
+        """Write `frames/<suite>/<task>/trial_NNN<tag>.npz` (+ a GIF of the static view); return the npz path.
 
         npz keys: rgb_static (T+1, S, S, 3), rgb_gripper (T+1, G, G, 3), robot_obs (T+1, 15), actions (T, 7),
         targets (T, 7: commanded xyz, euler, gripper).
         """
         folder = out_dir / "frames" / suite / task
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"trial_{trial:03d}.npz"
+        path = folder / f"trial_{trial:03d}{tag}.npz"
         np.savez_compressed(path, rgb_static=np.stack(self.static), rgb_gripper=np.stack(self.gripper),
                             robot_obs=np.stack(self.robot_obs), actions=np.stack(self.actions),
                             targets=np.stack(self.targets))
@@ -228,8 +275,12 @@ def append_result(path: Path, record: TrialRecord) -> None:
         os.fsync(out.fileno())
 
 
-def summarize(cfg: RobotConfig, records: list[TrialRecord], results: Path) -> RobotTrialsSummary:
-    """Success rates overall, per suite and per `suite/task`, over the planned trials that are done."""
+def summarize(cfg: RobotConfig, records: list[TrialRecord], faults: list[TrialRecord],
+              results: Path) -> RobotTrialsSummary:
+    """Success rates overall, per suite and per `suite/task`, over the planned trials that are done (labelled).
+
+    `faults` (records with a `fault`) are only counted: a fault says nothing about the policy.
+    """
     planned = set(planned_trials(cfg))
     counted = [r for r in records if (r.suite, r.task, r.trial) in planned]  # tasks since removed are ignored
 
@@ -241,18 +292,20 @@ def summarize(cfg: RobotConfig, records: list[TrialRecord], results: Path) -> Ro
                 if (g := [r for r in counted if (r.suite, r.task) == (s, t.name)])}
     successes = sum(r.success for r in counted)
     return RobotTrialsSummary(trials=len(counted), successes=successes,
-                              success_rate=successes / len(counted) if counted else 0.0, per_suite=per_suite,
+                              success_rate=successes / len(counted) if counted else 0.0,
+                              faults=sum((r.suite, r.task, r.trial) in planned for r in faults), per_suite=per_suite,
                               per_task=per_task, planned=len(planned), complete=len(counted) == len(planned),
                               results_path=str(results))
 
 
 def log_summary(log: MetricLogger, summary: RobotTrialsSummary, out_dir: Path) -> None:
-    """Success rates as MLflow metrics (`success`, `success/<suite>`, `success/<suite>/<task>`) + the logs."""
-    metrics = {"success": summary.success_rate, "trials": float(summary.trials)}
-    metrics.update({f"success/{suite}": value for suite, value in summary.per_suite.items()})
-    metrics.update({f"success/{task}": value for task, value in summary.per_task.items()})
+    """MLflow metrics `trials`, `faults` and the success rates (`success[/<suite>[/<task>]]`) + the logs."""
+    metrics = {"trials": float(summary.trials), "faults": float(summary.faults)}
     if summary.trials:
-        log.log_metrics(metrics)
+        metrics["success"] = summary.success_rate
+        metrics.update({f"success/{suite}": value for suite, value in summary.per_suite.items()})
+        metrics.update({f"success/{task}": value for task, value in summary.per_task.items()})
+    log.log_metrics(metrics)
     for name in (RESULTS_FILE, SUMMARY_FILE):
         if (out_dir / name).exists():
             log.log_artifact(out_dir / name)

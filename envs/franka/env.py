@@ -14,11 +14,14 @@ Observation (CALVIN's layout, envs/base.py):
                (3, pybullet convention), gripper width (1, m), 7 joint angles, last gripper action (1, +-1)
 There is no `scene_obs`: the real scene has no state vector, so code that needs one fails loudly.
 
-Safety enforced here (see envs/franka/geometry.py for the target math): the workspace box and per-step
-limits on every target; no motion without operator confirmation (`reset` asks before homing, `arm`
-before the policy moves the robot); a reflex or error state stops the episode with RobotFaultError;
-any exception inside `reset`/`step`, Ctrl-C included, and `close()` stop the robot; `dry_run` computes
-and reports every target but never sends a motion.
+Safety enforced here (see envs/franka/geometry.py for the target math): the limits are validated when
+the environment opens; the workspace box, the tilt bound and the per-step limits apply to every target;
+no motion without operator confirmation (`reset` asks before homing, `arm` before the policy moves the
+robot); a reflex or error state ends the episode with RobotFaultError, and the robot then moves again
+only after a new `reset` (operator-confirmed; franky's automatic error recovery runs there, after the
+confirmation, and only with `auto_recover`) and a new `arm` - never by recovering mid-episode; any
+exception inside `reset`/`step`, Ctrl-C included, and `close()` stop the robot; `dry_run` computes and
+reports every target but never sends a motion.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ import numpy as np
 from envs.base import Info, Observation
 from envs.franka.camera import RealSenseCamera, square_resize
 from envs.franka.config import FrankaConfig
-from envs.franka.geometry import Pose, in_workspace, plan_step
-from envs.franka.robot import ArmState, FrankaArm
+from envs.franka.geometry import Pose, in_workspace, plan_step, tilt
+from envs.franka.robot import ArmState, FrankaArm, RobotFaultError
 
 HOME_TOLERANCE_M = 0.005
+HOME_TOLERANCE_RAD = 0.02
 
 
 class OperatorAbort(RuntimeError):
@@ -43,7 +47,7 @@ class OperatorAbort(RuntimeError):
 
 
 class SafetyError(RuntimeError):
-    """A motion would break a safety rule (not confirmed, or the robot starts outside the workspace)."""
+    """A motion would break a safety rule (not confirmed, or the robot starts outside the workspace or tilt bound)."""
 
 
 class FrankaEnv:
@@ -55,7 +59,14 @@ class FrankaEnv:
         Args:
             cfg: robot, safety and camera configuration.
             confirm: asks the operator a yes/no question; a motion happens only after it returns True.
+
+        Raises:
+            ValueError: a safety limit in `cfg` is invalid (`FrankaConfig.validate`), before anything opens.
         """
+        try:  # load_config validates too; a config built in code (dataclasses.replace) is checked here
+            cfg.validate()
+        except ValueError as err:
+            raise ValueError(f"robot.franka.{err}") from None
         self.cfg, self._confirm = cfg, confirm
         self.cameras: dict[str, RealSenseCamera] = {}
         self.robot: FrankaArm | None = None
@@ -67,6 +78,7 @@ class FrankaEnv:
             self.close()
             raise
         self._target: Pose | None = None
+        self._home: np.ndarray | None = None  # TCP rotation (3, 3) at cfg.home_joints: max_tilt's reference
         self._gripper_action = 1.0
         self._armed = False
         self._deadline: float | None = None
@@ -76,34 +88,53 @@ class FrankaEnv:
     def reset(self, robot_obs: np.ndarray | None = None, scene_obs: np.ndarray | None = None) -> Observation:
         """Move to the home joints (or `robot_obs[7:14]`), open the gripper, and return the observation.
 
+        A robot found in a reflex is recovered here (franky's automatic error recovery), only with
+        `auto_recover`, never in a dry run, and after the operator confirmed the move home: this is the one
+        place that recovers.
+
         Raises:
             ValueError: `scene_obs` given (the operator resets the real scene) or a malformed `robot_obs`.
             OperatorAbort: the operator declined the motion (nothing moved).
-            SafetyError: the TCP at home lies outside the workspace box.
+            SafetyError: the TCP at home lies outside the workspace box or the tilt bound.
+            RobotFaultError: the robot is in a fault that `auto_recover` is off for, or recovery failed.
         """
         if scene_obs is not None:
             raise ValueError("scene_obs: the real scene is reset by the operator, not from a state vector")
         joints = self._home_joints(robot_obs)
-        self._armed, self._deadline = False, None
+        self._target, self._armed, self._deadline = None, False, None
         with self._stop_on_error():
-            self.robot.ensure_ready()
+            # recovery changes the robot's state, so it follows a confirmation, which a dry run never asks for
+            recover = self.cfg.auto_recover and not self.cfg.dry_run and self.robot.in_reflex()
+            if not recover:
+                self.robot.check_ready()  # a fault nobody may recover from here: stop before asking anything
+            self._home = self.robot.pose_at(self.cfg.home_joints).rotation
             if not self.cfg.dry_run:
-                self._check_workspace(self.robot.tcp_at(joints), "the home joints")  # before anything moves
+                self._check_bounds(self.robot.pose_at(joints), "the home joints")  # before anything moves
+                note = " The robot is in a reflex: franky's automatic error recovery runs first." if recover else ""
                 if not self._confirm(f"The robot will move to its home pose {np.round(joints, 3).tolist()} "
-                                     "and open the gripper. Is the workspace clear?"):
+                                     f"and open the gripper.{note} Is the workspace clear?"):
                     raise OperatorAbort("the operator declined the move to the home pose")
+            if recover:
+                self.robot.recover()
+            if not self.cfg.dry_run:
                 self.robot.move_joints(joints)
                 self.robot.command_gripper(open_=True)
                 self.robot.wait_gripper()
             state = self.robot.read()
-            self._check_workspace(state.pose.position, "the robot's pose")
+            self._check_bounds(state.pose, "the robot's pose")
             self._target, self._gripper_action = state.pose, 1.0
             return self._observe(state)
 
-    def _check_workspace(self, tcp: np.ndarray, where: str) -> None:
-        if not in_workspace(self.cfg, tcp, HOME_TOLERANCE_M):
-            raise SafetyError(f"robot.franka.workspace_min/max: the TCP at {where}, {np.round(tcp, 3).tolist()}, lies "
-                              "outside the workspace box; fix home_joints (or the joints passed to reset) or the box")
+    def _check_bounds(self, tcp: Pose, where: str) -> None:
+        if not in_workspace(self.cfg, tcp.position, HOME_TOLERANCE_M):
+            raise SafetyError(f"robot.franka.workspace_min/max: the TCP at {where}, "
+                              f"{np.round(tcp.position, 3).tolist()}, lies outside the workspace box; fix "
+                              "home_joints (or the joints passed to reset) or the box")
+        angle = tilt(tcp.rotation, self._home)
+        if angle > self.cfg.max_tilt + HOME_TOLERANCE_RAD:
+            raise SafetyError(f"robot.franka.max_tilt: the TCP at {where} is tilted {angle:.3f} rad from its "
+                              f"orientation at home_joints, more than {self.cfg.max_tilt}; fix the joints passed "
+                              "to reset or max_tilt")
 
     def arm(self, question: str) -> None:
         """Ask the operator to allow policy motion; `step` moves the robot only after a yes (until the next reset).
@@ -124,27 +155,31 @@ class FrankaEnv:
 
         Raises:
             SafetyError: not reset and armed. ValueError: a malformed action (robot stopped).
-            RobotFaultError: the robot went into a reflex/error state (robot stopped).
+            RobotFaultError: the robot is or went into a reflex/error state: the robot is stopped and the
+                episode over (the next motion needs `reset` and `arm`, each confirmed by the operator).
         """
         if self._target is None or not self._armed:
             raise SafetyError("step() before reset() and an operator-confirmed arm(): no motion without confirmation")
         with self._stop_on_error():
             current = self.robot.read()
-            plan = plan_step(self.cfg, self._target, current.pose, action)
+            plan = plan_step(self.cfg, self._target, current.pose, action, self._home)
             gripper = float(plan.action[6])
             if not self.cfg.dry_run:
-                self.robot.ensure_ready()
+                self.robot.check_ready()  # a fault ends the episode: never recovered here
                 self.robot.move_to(plan.target)
                 self.robot.command_gripper(open_=gripper > 0)
             self._target, self._gripper_action = plan.target, gripper
             overrun = self._wait_for_tick()
+            if not self.cfg.dry_run:
+                self.robot.check_ready()  # a reflex during this step ends the episode now, not one step later
             state = self.robot.read()
             obs = self._observe(state)
         info = self._info(state)
         info.update(target=np.concatenate([plan.target.position, plan.target.euler, [gripper]]),
                     planned_from=np.concatenate([current.pose.position, current.pose.euler]),
                     clipped_action=plan.clipped_action, clipped_workspace=plan.clipped_workspace,
-                    clipped_step=plan.clipped_step, overrun=overrun, dry_run=self.cfg.dry_run)
+                    clipped_tilt=plan.clipped_tilt, clipped_step=plan.clipped_step, overrun=overrun,
+                    dry_run=self.cfg.dry_run)
         return obs, 0.0, False, info
 
     def get_obs(self) -> Observation:
@@ -188,6 +223,8 @@ class FrankaEnv:
             yield
         except BaseException as err:  # KeyboardInterrupt included: the robot must not keep moving
             self._armed = False
+            if isinstance(err, RobotFaultError):  # the episode is over: no target to continue from
+                self._target = None
             try:
                 self.stop()
             except Exception as stop_err:  # keep the original error; say the stop failed too

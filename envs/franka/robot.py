@@ -1,8 +1,10 @@
 """The arm and gripper through franky, with fail-fast connection, fault checks and a reliable stop.
 
-`FrankaArm` is the only place that talks to franky. Every blocking wait is a loop of short waits,
-so Ctrl-C (KeyboardInterrupt) reaches Python within 50 ms even during a long motion and the
-caller's `stop()` runs. franky-sim (`franky-sim -s mujoco`) speaks the same protocol on loopback.
+`FrankaArm` is the only place that talks to franky. It never recovers from a fault by itself: the
+environment calls `recover` at reset only, after the operator's confirmation. Every blocking wait is a
+loop of short waits, so Ctrl-C (KeyboardInterrupt) reaches Python within 50 ms even during a long
+motion and the caller's `stop()` runs. franky-sim (`franky-sim -s mujoco`) speaks the same protocol
+on loopback.
 """
 
 from __future__ import annotations
@@ -125,39 +127,51 @@ class FrankaArm:
                         gripper_width=float(self.gripper.width), quaternion_xyzw=np.asarray(affine.quaternion),
                         mode=state.robot_mode.name)
 
-    def tcp_at(self, joints: np.ndarray) -> np.ndarray:
-        """The TCP position (3,) in the base frame at joint angles (7,), from the robot's own kinematic model."""
+    def pose_at(self, joints: np.ndarray) -> Pose:
+        """The TCP pose in the base frame at joint angles (7,), from the robot's own kinematic model."""
         state = self.robot.state
         pose = self.robot.model.pose(self._franky.Frame.EndEffector, np.asarray(joints, dtype=np.float64),
                                      state.F_T_EE, state.EE_T_K)
-        return np.asarray(pose.translation, dtype=np.float64)
+        return Pose.from_matrix(pose.matrix)
 
-    def ensure_ready(self) -> None:
-        """Return if the robot can move; otherwise recover from a reflex once (if configured) or raise.
+    def in_reflex(self) -> bool:
+        """Whether a reflex (collision, limit violation) stopped the robot: the one fault recovery can clear."""
+        return self.robot.state.robot_mode == self._franky.RobotMode.Reflex
+
+    def check_ready(self) -> None:
+        """Return if the robot can move; never recovers (that takes an operator-confirmed `recover`).
 
         Raises:
-            RobotFaultError: the robot is in a reflex that recovery did not clear, user-stopped
-                (external activation device pressed), being hand-guided, or in another non-idle mode.
+            RobotFaultError: the robot is in a reflex, user-stopped (external activation device pressed),
+                being hand-guided, or in another non-idle mode.
         """
         modes = self._franky.RobotMode
-        mode = self.robot.state.robot_mode
-        if mode in (modes.Idle, modes.Move):
+        state = self.robot.state
+        if state.robot_mode in (modes.Idle, modes.Move):
             return
-        if mode == modes.Reflex and self.cfg.auto_recover:
+        hints = {"Reflex": "a reflex (collision, limit violation) stopped it; recover in Desk, or reset with "
+                           "robot.franka.auto_recover",
+                 "UserStopped": "the external activation device is pressed; release it",
+                 "Guiding": "it is being hand-guided; release the guiding button"}
+        name = state.robot_mode.name
+        raise RobotFaultError(f"robot is in mode {name} ({hints.get(name, 'not ready to move')}); "
+                              f"current errors: {state.current_errors}")
+
+    def recover(self) -> None:
+        """Run franky's automatic error recovery if the robot is in a reflex, then `check_ready`.
+
+        Only the environment's reset calls this, after the operator confirmed the move home.
+
+        Raises:
+            RobotFaultError: recovery was refused, or the robot is still not ready to move.
+        """
+        if self.in_reflex():
             try:
                 self.robot.recover_from_errors()
             except self._franky.CommandException as err:
                 raise RobotFaultError(f"robot is in a reflex and automatic error recovery failed: {err}; "
                                       "clear the error in Desk (or with the pilot buttons) and rerun") from err
-            mode = self.robot.state.robot_mode
-            if mode in (modes.Idle, modes.Move):
-                return
-        hints = {"Reflex": "a reflex (collision, limit violation) stopped it; recover in Desk",
-                 "UserStopped": "the external activation device is pressed; release it",
-                 "Guiding": "it is being hand-guided; release the guiding button"}
-        errors = self.robot.state.current_errors
-        raise RobotFaultError(f"robot is in mode {mode.name} ({hints.get(mode.name, 'not ready to move')}); "
-                              f"current errors: {errors}")
+        self.check_ready()
 
     # ------------------------------------------------------------------ motion
 
@@ -255,7 +269,7 @@ class FrankaArm:
         self._finalizer()
 
     def _guard(self, call: Callable[[], object]) -> object:
-        """Run a franky call; turn a control, command or planning error into RobotFaultError (recovering once).
+        """Run a franky call; turn a control, command or planning error into RobotFaultError (never recovers).
 
         franky reports a failed trajectory plan (Ruckig's negative error codes) as a plain RuntimeError.
         """
@@ -263,9 +277,12 @@ class FrankaArm:
         try:
             return call()
         except (franky.ControlException, franky.CommandException, RuntimeError) as err:
-            if self.cfg.auto_recover and self.robot.state.robot_mode == franky.RobotMode.Reflex:
-                self.robot.recover_from_errors()
-            raise RobotFaultError(f"the robot stopped a motion: {type(err).__name__}: {err}") from err
+            try:
+                mode = self.robot.state.robot_mode.name
+            except Exception:  # the original error is what matters
+                mode = "unknown"
+            raise RobotFaultError(f"the robot stopped a motion (robot mode {mode}): {type(err).__name__}: "
+                                  f"{err}") from err
 
     @staticmethod
     def _wait(done: Callable[[], bool], timeout_s: float | None = None, what: str = "the motion") -> None:

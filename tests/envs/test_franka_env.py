@@ -21,7 +21,7 @@ import pytest
 
 from envs.franka.camera import CameraError
 from envs.franka.env import FrankaEnv, OperatorAbort, SafetyError
-from envs.franka.geometry import euler_to_matrix, rotation_angle
+from envs.franka.geometry import euler_to_matrix, rotation_angle, tilt
 from envs.franka.robot import RobotConnectionError, RobotFaultError
 from tests.fixtures.realsense import frame_number, require_realsense, write_camera_pair
 from tests.fixtures.sim_robot import faulty_sim_command, running_sim, sim_franka_config
@@ -172,6 +172,25 @@ def test_no_step_commands_more_than_the_step_limit(make_env):
     assert abs(np.angle(np.exp(1j * (obs["robot_obs"][5] - start[5])))) <= 10 * 0.01 + 0.005
 
 
+def test_targets_tilted_past_max_tilt_are_swung_back_and_never_commanded(make_env):
+    env = make_env(max_tilt=0.1)
+    home = euler_to_matrix(env.reset()["robot_obs"][3:6])  # measured at the home joints: tilt 0
+    env.arm("Scene ready?")
+    clipped = []
+    for _ in range(6):  # 0.3 rad of roll asked for
+        _, _, _, info = env.step(np.array([0, 0, 0, 1.0, 0, 0, 1.0]))
+        clipped.append(info["clipped_tilt"])
+        assert tilt(euler_to_matrix(info["target"][3:6]), home) <= 0.1 + 0.002  # the model's home vs measured
+    obs, _ = hold(env)
+    assert any(clipped) and tilt(euler_to_matrix(obs["robot_obs"][3:6]), home) == pytest.approx(0.1, abs=0.01)
+
+
+def test_unsafe_limits_are_refused_before_anything_opens(recordings):
+    cfg = sim_franka_config("127.254.254.254", recordings, max_step_translation=float("inf"))  # nothing there
+    with pytest.raises(ValueError, match="robot.franka.max_step_translation: must be finite"):
+        FrankaEnv(cfg, confirm=lambda q: True)
+
+
 def test_dry_run_computes_targets_but_never_moves(make_env):
     questions = []
     env = make_env(confirm=lambda q: questions.append(q) or True, dry_run=True)
@@ -293,3 +312,56 @@ def test_a_reflex_is_reported_or_recovered_and_the_robot_is_left_stopped(recordi
             obs = env.reset()  # recovers once, then homes
             assert env.get_info()["robot_info"]["mode"] == "Idle"
             np.testing.assert_allclose(obs["robot_obs"][7:14], env.cfg.home_joints, atol=0.02)
+
+
+def fault_mid_episode(env, reflex, events) -> str:
+    """Reset, arm, move, then inject a reflex: the episode ends, the arm holds, nothing more reaches the robot.
+
+    Returns the robot's event log as it was when the fault was reported.
+    """
+    env.reset()
+    env.arm("Scene ready?")
+    run(env, [0, 0.5, 0, 0, 0, 0, 1.0], 3)
+    reflex.touch()  # a collision: the robot aborts the motion and holds
+    with pytest.raises(RobotFaultError, match="mode Reflex"):  # seen in the state or in the aborted motion
+        run(env, [0, 0.5, 0, 0, 0, 0, 1.0], 2)  # the step it happens in raises
+    at_fault = events.read_text()
+    assert at_fault.endswith("move\nreflex\n")
+    first = env.get_info()["robot_info"]
+    with pytest.raises(SafetyError):  # disarmed
+        env.step(np.r_[np.zeros(6), 1.0])
+    env.arm("Scene ready?")  # arming again is not enough: the fault ended the episode
+    with pytest.raises(SafetyError, match="reset"):
+        env.step(np.r_[np.zeros(6), 1.0])
+    time.sleep(0.3)
+    second = env.get_info()["robot_info"]
+    assert second["mode"] == "Reflex" and np.linalg.norm(second["tcp_pos"] - first["tcp_pos"]) < 0.001
+    assert events.read_text() == at_fault  # no motion and no recovery reached the robot
+    return at_fault
+
+
+def test_a_reflex_mid_episode_ends_it_and_nothing_moves_before_a_confirmed_reset(recordings, tmp_path):
+    """No recovery mid-episode, whatever auto_recover says: only a reset, after the operator's yes, recovers."""
+    recovery, reflex, events = tmp_path / "recovery", tmp_path / "reflex", tmp_path / "events"
+    recovery.write_text("succeed")  # recovery would clear the reflex at once: nothing but the env holds it off
+    home = sim_franka_config("-", recordings).home_joints
+    questions = []
+
+    def confirm(question: str) -> bool:
+        questions.append((question, events.read_text()))
+        return True
+
+    with running_sim(faulty_sim_command(recovery, home, reflex_file=reflex, event_log=events)) as host:
+        with FrankaEnv(sim_franka_config(host, recordings, auto_recover=False), confirm=confirm) as env:
+            at_fault = fault_mid_episode(env, reflex, events)
+            asked = len(questions)
+            with pytest.raises(RobotFaultError, match="mode Reflex"):
+                env.reset()
+            assert len(questions) == asked and events.read_text() == at_fault  # not even asked
+        with FrankaEnv(sim_franka_config(host, recordings, auto_recover=True), confirm=confirm) as env:
+            obs = env.reset()  # the robot is still in the reflex
+            question, seen = questions[-1]
+            assert "reflex" in question and seen == at_fault  # asked before recovering or moving
+            assert events.read_text()[len(at_fault):].split() == ["recover-ok", "move"]  # then recovered, homed
+            np.testing.assert_allclose(obs["robot_obs"][7:14], home, atol=0.02)
+            fault_mid_episode(env, reflex, events)  # auto_recover on: still never recovered mid-episode

@@ -1,7 +1,8 @@
 """Operator-labelled robot trials (components/robot/trials.py) on franky-sim with recorded cameras.
 
-The operator is a script answering the real prompts; the policy is a scripted CALVIN policy.
-Budget: about 15 s (12 short trials of real-time simulated motion, MLflow included).
+The operator is a script answering the real prompts; the policy is a scripted CALVIN policy. Robot
+faults come from the fault-injecting franky-sim (tests/fixtures/faulty_sim_robot.py).
+Budget: about 25 s (16 short trials of real-time simulated motion, MLflow included).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from components.robot.operator import Operator
 from components.robot.trials import RESULTS_FILE, read_results, run_robot_trials
 from envs.franka.env import FrankaEnv
 from tests.fixtures.realsense import require_realsense, write_camera_pair
-from tests.fixtures.sim_robot import sim_franka_config
+from tests.fixtures.sim_robot import faulty_sim_command, running_sim, sim_franka_config
 
 CHECKPOINT = "checkpoints/upvla-test"
 
@@ -38,14 +39,34 @@ class ScriptedPolicy:
         return np.array([0.5 if len(self.goals) % 2 else -0.5, 0, 0, 0, 0, 0, 1.0])
 
 
-class ScriptedOperator:
-    """Answers the real prompts: yes to every motion, the given success labels, 'n' to start trial `stop_at`."""
+class FaultingPolicy(ScriptedPolicy):
+    """A ScriptedPolicy that, at its `at_step`-th step, makes the faulty simulator's robot go into a reflex."""
 
-    def __init__(self, labels, stop_at=None) -> None:
+    def __init__(self, reflex_file, at_step: int) -> None:
+        super().__init__()
+        self.reflex_file, self.at_step = reflex_file, at_step
+
+    def step(self, obs, goal):
+        action = super().step(obs, goal)
+        if len(self.goals) == self.at_step:
+            self.reflex_file.touch()
+        return action
+
+
+class ScriptedOperator:
+    """Answers the real prompts: yes to every motion, the given success labels, 'n' to start trial `stop_at`.
+
+    With `events` (the faulty simulator's event log) it also notes what had reached the robot at each prompt.
+    """
+
+    def __init__(self, labels, stop_at=None, events=None) -> None:
         self.labels, self.stop_at, self.starts, self.prompts = list(labels), stop_at, 0, []
+        self.events, self.seen = events, []
 
     def answer(self, prompt: str) -> str:
         self.prompts.append(prompt)
+        if self.events is not None:
+            self.seen.append(self.events.read_text())
         if "Start trial" in prompt:
             self.starts += 1
             return "n" if self.starts == self.stop_at else "y"
@@ -109,9 +130,41 @@ def test_trials_resume_where_the_operator_stopped_and_log_to_mlflow(
     assert frames["rgb_static"].shape == (3, 200, 200, 3) and frames["rgb_gripper"].shape == (3, 84, 84, 3)
     assert frames["actions"].shape == frames["targets"].shape == (2, 7) and frames["robot_obs"].shape == (3, 15)
     np.testing.assert_allclose(frames["targets"][0, :3] - frames["robot_obs"][0, :3], [0.01, 0, 0], atol=0.002)
-    assert record.safety == {"clipped_action": 0, "clipped_workspace": 0, "clipped_step": 0, "overrun": 0}
+    assert record.safety == {"clipped_action": 0, "clipped_workspace": 0, "clipped_tilt": 0, "clipped_step": 0,
+                             "overrun": 0}
+    assert record.fault is None and record.outcome == "success"
     # every trial asked to home, to start, and for a label; nothing else
     assert sum("home pose" in p for p in second.prompts) == 3 and sum("succeed" in p for p in second.prompts) == 3
+
+
+@pytest.mark.robot
+def test_a_fault_mid_trial_ends_it_as_a_fault_and_nothing_moves_until_the_operator_confirms(
+        robot_cfg, recordings, tmp_path):
+    recovery, reflex, events = tmp_path / "recovery", tmp_path / "reflex", tmp_path / "events"
+    recovery.write_text("succeed")
+    cfg = replace(robot_cfg, suites={"seen": (RobotTaskConfig("pick_carrot", "pick up the carrot", 5),)})
+    out, home = tmp_path / "robot", sim_franka_config("-", recordings).home_joints
+    with running_sim(faulty_sim_command(recovery, home, reflex_file=reflex, event_log=events)) as host:
+        operator, policy = ScriptedOperator([True], events=events), FaultingPolicy(reflex, at_step=3)
+        summary = run_session(cfg, host, recordings, out, operator, policy)  # auto_recover: true, as shipped
+        assert (summary.trials, summary.successes, summary.faults, summary.complete) == (1, 1, 1, False)
+        faulted, labelled = read_results(out / RESULTS_FILE, CHECKPOINT)
+        assert (faulted.trial, faulted.outcome, faulted.success, faulted.steps) == (0, "fault", False, 2)
+        assert "mode Reflex" in faulted.fault and faulted.frames == "frames/seen/pick_carrot/trial_000-fault.npz"
+        assert (labelled.trial, labelled.outcome, labelled.steps) == (1, "success", 5)
+        # the fault ended the trial without a label; the next motion waited for the operator's yes to homing
+        assert sum("succeed" in p for p in operator.prompts) == 1
+        homing = [i for i, p in enumerate(operator.prompts) if "home pose" in p]
+        assert len(homing) == 2 and "reflex" in operator.prompts[homing[1]]
+        at_fault = operator.seen[homing[1]]
+        assert at_fault.endswith("move\nreflex\n")  # nothing (no motion, no recovery) since the fault
+        assert events.read_text()[len(at_fault):].split()[:2] == ["recover-ok", "move"]  # then recovered, homed
+
+        rerun, policy = ScriptedOperator([False]), ScriptedPolicy()
+        summary = run_session(cfg, host, recordings, out, rerun, policy)
+    assert policy.resets == 1 and read_results(out / RESULTS_FILE, CHECKPOINT)[-1].trial == 0  # the faulted one
+    assert (summary.trials, summary.successes, summary.faults, summary.complete) == (2, 1, 1, True)
+    assert summary.success_rate == 0.5  # the fault counts in no success rate
 
 
 def test_a_results_log_of_another_checkpoint_or_with_a_broken_line_is_refused(robot_cfg, tmp_path):
