@@ -8,20 +8,40 @@ pads stay invisible), exactly as if the whole sequence had been packed and run a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformers.cache_utils import DynamicCache
 
 from model.batches import RobotBatch
+from model.config import ModelConfig
 from model.sequences import PackedSequence, decode_step_mask, last_valid_index
-
-if TYPE_CHECKING:
-    from model.vla import VLAModel
+from model.vocab import TokenLayout
 
 
-def generate_text(model: VLAModel, pixel_values: Tensor, prompt_ids: Tensor, max_new_tokens: int, *,
+class Decoder(Protocol):
+    """What decoding needs from the model (`VLAModel` provides it; this module does not import it)."""
+
+    cfg: ModelConfig
+    layout: TokenLayout
+    backbone: nn.Module
+
+    def embed(self, ids: Tensor) -> Tensor: ...  # noqa: D102
+
+    def logits(self, hidden: Tensor, rows: slice) -> Tensor: ...  # noqa: D102
+
+    def run_backbone(self, seq: PackedSequence) -> Tensor: ...  # noqa: D102
+
+    def robot_sequence(self, batch: RobotBatch, action_ids: Tensor | None) -> PackedSequence: ...  # noqa: D102
+
+    def mmu_sequence(self, pixel_values: Tensor, text_ids: Tensor) -> PackedSequence: ...  # noqa: D102
+
+    def action_query_ids(self, batch_size: int, device: torch.device, bins: Tensor | None = None  # noqa: D102
+                         ) -> Tensor: ...
+
+
+def generate_text(model: Decoder, pixel_values: Tensor, prompt_ids: Tensor, max_new_tokens: int, *,
                   use_cache: bool = True) -> Tensor:
     """Greedy MMU answer to `prompt_ids` about the images; see `VLAModel.generate_description`.
 
@@ -34,7 +54,7 @@ def generate_text(model: VLAModel, pixel_values: Tensor, prompt_ids: Tensor, max
     return tokens
 
 
-def decode_action_bins(model: VLAModel, inputs: RobotBatch, *, use_cache: bool = True
+def decode_action_bins(model: Decoder, inputs: RobotBatch, *, use_cache: bool = True
                        ) -> tuple[Tensor, Tensor, PackedSequence]:
     """RT-2 head: decode k * action_dim bins after `<|act|>`, one token at a time.
 
@@ -50,7 +70,7 @@ def decode_action_bins(model: VLAModel, inputs: RobotBatch, *, use_cache: bool =
     return tokens - model.layout.bin_offset, hidden, seq
 
 
-def greedy_decode(model: VLAModel, seq: PackedSequence, steps: int, rows: slice, stop_id: int | None, *,
+def greedy_decode(model: Decoder, seq: PackedSequence, steps: int, rows: slice, stop_id: int | None, *,
                   use_cache: bool = True, scores: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Append up to `steps` argmax tokens (restricted to vocabulary `rows`) after each row's last valid token.
 
@@ -98,7 +118,7 @@ def greedy_decode(model: VLAModel, seq: PackedSequence, steps: int, rows: slice,
     return torch.stack(tokens, dim=1), prefill
 
 
-def _cached_step(model: VLAModel, past_valid: Tensor, token: Tensor, new_valid: Tensor,
+def _cached_step(model: Decoder, past_valid: Tensor, token: Tensor, new_valid: Tensor,
                  cache: DynamicCache) -> Tensor:
     """Run one new column (B,) through the cache; returns its (B, D) final hidden state."""
     mask = decode_step_mask(past_valid, new_valid)

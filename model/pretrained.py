@@ -31,7 +31,7 @@ import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import torch
 from safetensors import SafetensorError
@@ -42,8 +42,7 @@ from model.backbone import load_phi, load_vision_tower
 from model.config import ModelConfig
 from model.vocab import load_text_tokenizer
 
-if TYPE_CHECKING:
-    from model.vla import VLAModel
+if TYPE_CHECKING:  # model/vq_tokenizer.py does not import this module: no cycle
     from model.vq_tokenizer import VQTokenizer
 
 FORMAT, VERSION = "upvla", 2
@@ -233,7 +232,7 @@ def read_weights(path: Path, version: int, cfg: ModelConfig, expected: dict[str,
 class PretrainedMixin:
     """save_pretrained / from_pretrained / build for `VLAModel`."""
 
-    def save_pretrained(self: VLAModel, folder: str | Path) -> None:
+    def save_pretrained(self, folder: str | Path) -> None:
         """Write the checkpoint folder described in the module docstring."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -246,7 +245,7 @@ class PretrainedMixin:
             self.text_tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> VLAModel:
+    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> Self:
         """Load a folder written by `save_pretrained` at any version up to `VERSION` (see the module docstring).
 
         Weights load strictly (after migration); the tokenizer when the folder has one.
@@ -267,7 +266,7 @@ class PretrainedMixin:
         return model.to(map_location)
 
     @classmethod
-    def build(cls, cfg: ModelConfig, *, vq: VQTokenizer | None = None, text_tokenizer=None) -> VLAModel:
+    def build(cls, cfg: ModelConfig, *, vq: VQTokenizer | None = None, text_tokenizer=None) -> Self:
         """The model at the start of training (see the module docstring).
 
         Args:

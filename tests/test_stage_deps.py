@@ -39,15 +39,16 @@ def module_name(path: Path) -> str:
 
 
 @cache
-def named_imports(path: Path) -> frozenset[Path]:
-    """Project modules `path` imports by name when it runs (TYPE_CHECKING blocks left out).
+def named_imports(path: Path, typing_too: bool = False) -> frozenset[Path]:
+    """Project modules `path` imports by name when it runs (TYPE_CHECKING blocks only with `typing_too`).
 
     `from pkg import sub` names the submodule `pkg.sub` when there is one, else `pkg`.
     """
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     tree = ast.parse(path.read_text(), filename=str(path))
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
-               for n in ast.walk(node)}
+    skipped = set() if typing_too else {id(n) for node in ast.walk(tree)
+                                        if isinstance(node, ast.If) and _is_type_checking(node.test)
+                                        for n in ast.walk(node)}
     names: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -139,12 +140,12 @@ def test_the_closure_follows_lazy_relative_and_submodule_imports(tmp_path, monke
 
 
 def test_no_import_cycles():
-    """No module imports, by name, a module that imports it back (directly or through others)."""
+    """No module imports, by name, a module that imports it back (directly or through others), even for typing."""
 
     def reach(start: Path) -> set[Path]:
         seen, todo = set(), [start]
         while todo:
-            for dep in named_imports(todo.pop()):
+            for dep in named_imports(todo.pop(), typing_too=True):
                 if dep not in seen:
                     seen.add(dep)
                     todo.append(dep)
@@ -152,5 +153,5 @@ def test_no_import_cycles():
 
     files = [p for package in PACKAGES for p in (PROJECT_ROOT / package).rglob("*.py")]
     cycles = sorted({" <-> ".join(sorted((module_name(path), module_name(dep))))
-                     for path in files for dep in named_imports(path) if path in reach(dep)})
+                     for path in files for dep in named_imports(path, typing_too=True) if path in reach(dep)})
     assert not cycles, "import cycles:\n" + "\n".join(cycles)

@@ -16,9 +16,10 @@ import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from components.core.config import TrackingConfig
 
@@ -28,10 +29,31 @@ MAX_METRICS_PER_BATCH = 1000
 
 @dataclass(frozen=True)
 class TrackingTarget:
-    """Where runs go: a tracking URI and an artifact root, both absolute so they survive a cwd change."""
+    """Where runs go: a tracking URI and an artifact root, both absolute so they survive a cwd change.
 
-    uri: str
-    artifact_root: str
+    The URI may carry credentials (`https://user:token@host`, `?token=...`): print `display_uri`, never
+    `uri` (the dataclass repr shows the redacted form too).
+    """
+
+    uri: str = field(repr=False)
+    artifact_root: str = field(repr=False)
+
+    @property
+    def display_uri(self) -> str:
+        """`uri` without credentials: user:password and the query string are replaced by `***`."""
+        return redact_uri(self.uri)
+
+    def __repr__(self) -> str:
+        return f"TrackingTarget(uri={self.display_uri!r}, artifact_root={redact_uri(self.artifact_root)!r})"
+
+
+def redact_uri(uri: str) -> str:
+    """A URI safe to print: its user:password part and its query string become `***`."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
+        return uri  # nothing to hide (urlunsplit would also fold sqlite://// into sqlite://)
+    netloc = f"***@{parts.netloc.rpartition('@')[2]}" if "@" in parts.netloc else parts.netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
 
 
 def resolve_target(cfg: TrackingConfig, root: str | Path | None = None) -> TrackingTarget:

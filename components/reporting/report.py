@@ -81,7 +81,7 @@ def stage_run(target: TrackingTarget, experiment: str, stage: str, preset: str, 
     name = f"{stage}-{preset}-s{seed}"
     runs = find_runs(target, experiment, f"attributes.run_name = '{name}' and attributes.status = 'FINISHED'")
     if not runs:
-        raise ReportError(f"no finished MLflow run {name!r} in experiment {experiment!r} of {target.uri}; "
+        raise ReportError(f"no finished MLflow run {name!r} in experiment {experiment!r} of {target.display_uri}; "
                           f"the `{stage}` stage logs it")
     return runs[0]
 

@@ -71,7 +71,7 @@ def test_submitted_ablations_share_stages_and_write_the_tables_and_mlflow_runs(a
         assert parent.data.metrics[f"avg_seq_len/{preset}"] == run.data.metrics["avg_seq_len"]
     assert variants["no_mmu_condition"].data.params["tune.mmu_condition"] == "False"
     stage_runs = sorted(r.info.run_name for r in children if r.data.tags["upvla.role"] == "stage")
-    assert stage_runs == ["ingest-shared-s0", "pretrain-full+no_mmu_condition-s0", "pretokenize-shared-s0",
+    assert stage_runs == ["ingest-shared-s0", "pretokenize-shared-s0", "pretrain-full+no_mmu_condition-s0",
                           "tokenizer-shared-s0"]
     shared = variants["full"].data.tags["upvla.pretrain_run"]
     assert variants["no_mmu_condition"].data.tags["upvla.pretrain_run"] == shared

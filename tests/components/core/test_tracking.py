@@ -107,3 +107,13 @@ def test_attach_to_a_missing_run_fails_clearly(tracking_target):
         pass
     with pytest.raises(Exception, match="(?i)run"):
         attach_run(tracking_target, "0" * 32)
+
+
+def test_credentials_in_the_tracking_uri_are_never_shown():
+    from components.core.tracking import TrackingTarget, redact_uri
+
+    target = TrackingTarget("https://alice:s3cret@mlflow.example.org:5000/path?token=abc", "file:///tmp/a")
+    for shown in (target.display_uri, repr(target), str(target)):
+        assert "s3cret" not in shown and "alice" not in shown and "abc" not in shown, shown
+    assert target.display_uri == "https://***@mlflow.example.org:5000/path?***"
+    assert redact_uri("sqlite:////work/mlflow.db") == "sqlite:////work/mlflow.db"  # nothing to hide: unchanged
