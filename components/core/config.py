@@ -115,6 +115,9 @@ class CollectConfig:
 class IngestConfig:
     """`ingest`: raw CALVIN/Bridge/LLaVA folders -> validated Parquet tables."""
 
+    # the datasets to ingest, any of calvin, bridge, llava; one left out is absent (its *_dir is not read), while
+    # a listed one that holds no records is an error
+    sources: tuple[str, ...]
     # CALVIN dataset folder (with training/ and validation/); null = the folder `collect` writes
     calvin_dir: str | None
     # BridgeData v2 raw folder; null = the folder `collect` writes
@@ -125,6 +128,12 @@ class IngestConfig:
     max_bad_fraction: float = _f(ge=0.0, le=1.0)
     # rows per Parquet file (the unit of parallel reads)
     rows_per_file: int = _f(ge=1)
+
+    def validate(self) -> None:
+        """`sources` names each dataset at most once, at least one."""
+        known = ("calvin", "bridge", "llava")
+        if not self.sources or len(set(self.sources)) != len(self.sources) or not set(self.sources) <= set(known):
+            raise ValueError(f"sources: expected distinct names among {list(known)}, at least one, got {self.sources}")
 
 
 @dataclass(frozen=True)

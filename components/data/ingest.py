@@ -70,10 +70,13 @@ class IngestSummary:
         return {k: float(v) for k, v in out.items()}
 
 
-def resolve_sources(cfg: IngestConfig, raw_dir: Path) -> dict[str, Path]:
-    """The three dataset folders: the configured ones, or `collect`'s output under `raw_dir` when null."""
-    found = {}
+def resolve_sources(cfg: IngestConfig, raw_dir: Path) -> dict[str, Path | None]:
+    """The folders of `ingest.sources` (configured, or `collect`'s under `raw_dir` when null); None if left out."""
+    found: dict[str, Path | None] = {}
     for name in SOURCES:
+        if name not in cfg.sources:
+            found[name] = None
+            continue
         configured = getattr(cfg, f"{name}_dir")
         path = Path(configured) if configured else raw_dir / name
         if not path.is_dir():

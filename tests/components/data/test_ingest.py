@@ -469,3 +469,18 @@ def test_an_undecodable_bridge_folder_and_a_ragged_pickle_array_are_quarantined(
         ("frames", BRIDGE_TRAJ.format(1), "state", "bad_shape"), ("windows", BRIDGE_TRAJ.format(1), "trajectory",
                                                                    "bad_frame")}
     assert (summary.frames, summary.windows) == (12, 1)
+
+
+def test_a_source_left_out_of_ingest_sources_is_absent_not_an_error(tmp_path):
+    import dataclasses
+
+    from components.core.config import load_config
+    from components.data.ingest import resolve_sources
+
+    raw = tmp_path / "raw"
+    for name in ("calvin", "llava"):
+        (raw / name).mkdir(parents=True)
+    cfg = dataclasses.replace(load_config().ingest, sources=("calvin", "llava"))
+    assert resolve_sources(cfg, raw) == {"calvin": raw / "calvin", "bridge": None, "llava": raw / "llava"}
+    with pytest.raises(IngestError, match=r"ingest.bridge_dir: .* is not a folder"):
+        resolve_sources(dataclasses.replace(cfg, sources=("calvin", "bridge")), raw)
