@@ -241,7 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         slurm = load_config(args.params, profile=args.profile).slurm
         resources = _resources_from_args(WorkerResources.from_config(slurm), args)
         job = _submit(args, command, resources, log_dir=PROJECT_ROOT / (args.log_dir or slurm.log_dir))
-    except (ConfigError, ValueError, SlurmUnavailableError, SlurmSubmissionError) as err:
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, SlurmUnavailableError, SlurmSubmissionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"submitted job {job.job_id} ({args.kind}); folder {job.paths.folder}")

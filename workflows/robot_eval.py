@@ -28,7 +28,15 @@ from pathlib import Path
 
 from cluster.resources import WorkerResources
 from cluster.slurm import submit_command
-from components.core.config import PROJECT_ROOT, ProjectConfig, add_config_args, config_from_args, flatten, to_dict
+from components.core.config import (
+    PROJECT_ROOT,
+    ConfigError,
+    ProjectConfig,
+    add_config_args,
+    config_from_args,
+    flatten,
+    to_dict,
+)
 from components.core.tracking import experiment_name, resolve_target, run_name, start_run
 from components.robot.operator import FifoChannel, Operator, attach_console
 from components.robot.trials import RobotTrialsSummary, run_robot_trials
@@ -145,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             summary = evaluate_now(cfg, args, out_dir)
             print(json.dumps(dataclasses.asdict(summary), indent=2))
-    except (ValueError, RuntimeError, OSError) as err:  # config, checkpoint, SLURM, robot and camera errors
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, OSError) as err:  # checkpoint, SLURM, robot and camera errors
         print(f"robot_eval: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # FrankaEnv has already stopped the robot on its way out

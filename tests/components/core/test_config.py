@@ -213,10 +213,12 @@ WORKFLOWS = ["ablations", "collect", "evaluate", "ingest", "pretokenize", "pretr
              "tune"]
 
 
-@pytest.mark.parametrize("workflow", WORKFLOWS)
+@pytest.mark.parametrize("workflow", [*WORKFLOWS, "robot_eval"])
 @pytest.mark.parametrize("args", [["--set", "tune.lr=[1"], ["--set", "tune.lrr=1"], ["--set", "tune.lr=.nan"]])
 def test_every_workflow_reports_config_errors_in_one_line_with_exit_2(workflow, args, capsys):
     main = __import__(f"workflows.{workflow}", fromlist=["main"]).main
+    if workflow == "robot_eval":
+        args = ["run", "--checkpoint", "artifacts/tune/model", *args]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("config error: ") and "tune.lr" in err[0], err
