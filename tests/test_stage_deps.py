@@ -155,3 +155,55 @@ def test_no_import_cycles():
     cycles = sorted({" <-> ".join(sorted((module_name(path), module_name(dep))))
                      for path in files for dep in named_imports(path, typing_too=True) if path in reach(dep)})
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+DATA_ROOTS = ("data/", "artifacts", "metrics", "reports/")  # ray_results/ is deliberately no DVC output
+
+
+class _Parsed(Exception):
+    """Raised by the patched `parse_args` to hand the stage's real parser back without running the stage."""
+
+
+def stage_paths(spec: dict) -> set[str]:
+    """Every data path a dvc.yaml stage declares (deps, outs, metrics, plots)."""
+    entries = [e for key in ("deps", "outs", "metrics", "plots") for e in spec.get(key, [])]
+    paths = {next(iter(e)) if isinstance(e, dict) else e for e in entries}
+    return {p for p in paths if p.startswith(DATA_ROOTS)}
+
+
+def covers(default: str, declared: str) -> bool:
+    return declared == default or declared.startswith(default.rstrip("/") + "/")
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_the_stage_commands_default_paths_are_the_ones_dvc_yaml_declares(stage, monkeypatch):
+    """The workflow's argparse defaults and dvc.yaml name the same folders (each typed twice, kept equal here)."""
+    import argparse
+    import importlib
+
+    def parsed(self, args=None, namespace=None):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parsed)
+    main = importlib.import_module(entry_module(STAGES[stage]["cmd"])).main
+    with pytest.raises(_Parsed) as caught:
+        main([])
+    parser = caught.value.args[0]
+    defaults = {a.dest: a.default for a in parser._actions
+                if isinstance(a.default, str) and a.default.startswith(DATA_ROOTS)}
+    # paths the stage takes from params.yaml (evaluate.checkpoint) count as defaults too
+    from components.core.config import flatten, load_config, to_dict
+
+    config = to_dict(load_config())
+    for section in STAGES[stage].get("params", []):
+        value = config
+        for part in str(section).split("."):
+            value = value.get(part, {}) if isinstance(value, dict) else {}
+        for key, item in (flatten(value, f"{section}.") if isinstance(value, dict) else {}).items():
+            if isinstance(item, str) and item.startswith(DATA_ROOTS):
+                defaults[key] = item
+    declared = stage_paths(STAGES[stage])
+    undeclared = {k: v for k, v in defaults.items() if not any(covers(v, d) for d in declared)}
+    assert not undeclared, f"dvc.yaml stage {stage} does not declare the command's default paths {undeclared}"
+    unread = sorted(d for d in declared if not any(covers(v, d) for v in defaults.values()))
+    assert not unread, f"dvc.yaml stage {stage} declares {unread}, which no default path of its command names"
