@@ -40,6 +40,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROFILES_DIR = PROJECT_ROOT / "profiles"
 # robot datasets the ingest stage writes frames and language windows for
 ROBOT_SOURCES = ("calvin", "bridge")
+# the raw datasets the ingest stage reads
+INGEST_SOURCES = ("calvin", "bridge", "llava")
 PRESET_NAMES = ("full", "no_mmu", "no_bridge_pretrain", "no_prediction", "no_mmu_condition", "rt2", "phi_no_mmu")
 
 
@@ -131,9 +133,10 @@ class IngestConfig:
 
     def validate(self) -> None:
         """`sources` names each dataset at most once, at least one."""
-        known = ("calvin", "bridge", "llava")
-        if not self.sources or len(set(self.sources)) != len(self.sources) or not set(self.sources) <= set(known):
-            raise ValueError(f"sources: expected distinct names among {list(known)}, at least one, got {self.sources}")
+        sources = self.sources
+        if not sources or len(set(sources)) != len(sources) or not set(sources) <= set(INGEST_SOURCES):
+            raise ValueError(f"sources: expected distinct names among {list(INGEST_SOURCES)}, at least one, "
+                             f"got {sources}")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import ray
 from tqdm import tqdm
 
-from components.core.config import IngestConfig
+from components.core.config import INGEST_SOURCES, IngestConfig
 from components.core.ray_runtime import require_ray
 from components.core.tracking import NULL_LOGGER, MetricLogger
 from components.data.quarantine import IngestError, QuarantineRecord, bad_counts, check_bad_fraction, write_report
@@ -41,7 +41,7 @@ from components.data.sources.calvin import Describe, LanguageIndex, plan_calvin
 from components.data.sources.llava import plan_llava
 from components.data.tables import FRAMES, VQA, WINDOWS, WINDOWS_SCHEMA, PartWriter, read_table
 
-SOURCES = ("calvin", "bridge", "llava")
+SOURCES = INGEST_SOURCES
 
 
 @dataclass(frozen=True)
