@@ -17,8 +17,11 @@ def _f(**bounds: float) -> object:
 
 @dataclass(frozen=True)
 class VQConfig:
-    """MagVIT-v2-style VQ image tokenizer: conv encoder, lookup-free quantiser, conv decoder."""
+    """VQ image tokenizer: conv encoder, lookup-free quantiser, conv decoder (model/vq_tokenizer.py, magvit2.py)."""
 
+    # `compact`: our small MagVIT-v2-style tokenizer (trained by the `tokenizer` stage on CPU); `magvitv2`: Show-o's
+    # published MagVIT-v2 architecture (its `magvitv2` weights load into it), sized by the four per-level lists below
+    arch: Literal["compact", "magvitv2"]
     # side of the square image fed to the tokenizer, px
     image_size: int = _f(ge=8)
     # spatial downsampling factor (a power of two); tokens per image = (image_size / downsample)^2
@@ -27,8 +30,18 @@ class VQConfig:
     codebook_bits: int = _f(ge=1, le=18)
     # channels of the first conv stage (x2, then x4 at the lower resolutions)
     base_channels: int = _f(ge=1)
-    # residual blocks per resolution
+    # residual blocks per resolution (`compact`)
     num_res_blocks: int = _f(ge=0)
+    # `magvitv2`: encoder channels per level as multiples of base_channels (published: [1, 2, 2, 4, 4]); null for
+    # `compact`
+    channel_mult: tuple[int, ...] | None
+    # `magvitv2`: encoder residual blocks per level (published: [4, 3, 4, 3, 4]); null for `compact`
+    res_blocks: tuple[int, ...] | None
+    # `magvitv2`: decoder channels per level as multiples of base_channels, level 0 = full resolution (published:
+    # [1, 1, 2, 2, 4]); null for `compact`
+    decoder_channel_mult: tuple[int, ...] | None
+    # `magvitv2`: decoder residual blocks per level (published: [4, 4, 3, 4, 3]); null for `compact`
+    decoder_res_blocks: tuple[int, ...] | None
 
     @property
     def codebook_size(self) -> int:
@@ -46,6 +59,35 @@ class VQConfig:
             raise ValueError(f"downsample: must be a power of two, got {self.downsample}")
         if self.image_size % self.downsample:
             raise ValueError(f"image_size: must be divisible by downsample ({self.downsample}), got {self.image_size}")
+        levels = {"channel_mult": self.channel_mult, "res_blocks": self.res_blocks,
+                  "decoder_channel_mult": self.decoder_channel_mult, "decoder_res_blocks": self.decoder_res_blocks}
+        if self.arch == "compact":
+            for name, value in levels.items():
+                if value is not None:
+                    raise ValueError(f"{name}: only for arch magvitv2, must be null for compact, got {list(value)}")
+            return
+        for name, value in levels.items():
+            if value is None:
+                raise ValueError(f"{name}: required for arch magvitv2")
+            if len(value) != len(self.channel_mult):
+                raise ValueError(f"{name}: one entry per level, {len(self.channel_mult)} as channel_mult, "
+                                 f"got {list(value)}")
+            if min(value) < (1 if "mult" in name else 0):
+                raise ValueError(f"{name}: entries must be positive, got {list(value)}")
+        halvings = len(self.channel_mult) - 1
+        if 2**halvings != self.downsample:
+            raise ValueError(f"downsample: {len(self.channel_mult)} levels halve the image {halvings} times, so "
+                             f"downsample must be {2**halvings}")
+        for name in ("channel_mult", "decoder_channel_mult"):
+            channels = [self.base_channels * m for m in levels[name]]
+            if any(c % 32 for c in channels):  # every norm is GroupNorm(32)
+                raise ValueError(f"{name}: base_channels x each entry must be a multiple of 32 (GroupNorm(32)), "
+                                 f"got channels {channels}")
+
+
+# the VQConfig fields that select our compact tokenizer, for folders written before `arch` existed
+COMPACT_VQ = {"arch": "compact", "channel_mult": None, "res_blocks": None, "decoder_channel_mult": None,
+              "decoder_res_blocks": None}
 
 
 @dataclass(frozen=True)
@@ -61,6 +103,8 @@ class ModelConfig:
     # `unified`: start from backbone_path (a Show-o-style VLM, the paper); `llm`: from llm_path (LLM only, no MMU: the
     # phi_no_mmu baseline)
     backbone_init: Literal["unified", "llm"]
+    # LayerNorm over each head's queries and keys in every attention layer (Show-o's Phi has it; Phi-1.5 has not)
+    qk_layernorm: bool
     # local transformers CLIP vision folder to load; null = random init at the sizes below
     vision_path: str | None
     # text tokens of the tokenizer, ids [0, text_vocab_size) (Phi-1.5: 50295), as many as the text tokenizer has;
@@ -111,6 +155,10 @@ class ModelConfig:
     action_bins: int = _f(ge=2)
     # attention heads of the MAP action head's latent query (the reference: 8)
     map_heads: int = _f(ge=1)
+    # `ours`: the MAP head of model/heads.py (pre-split SwiGLU, torch RMSNorm, biased attention projections, gripper
+    # logit); `reference`: the authors' MAPBlock computed exactly (value-then-gate SwishGLU, their RMSNorm, unbiased
+    # q/kv, gripper regressed), so UP-VLA-Calvin's action head loads unchanged
+    map_variant: Literal["ours", "reference"]
     # `map` head: regress the pose standardised per dimension with the training data's mean and std (kept in the
     # checkpoint); false = the reference's raw CALVIN rel_actions (std 0.13-0.31), whose MSE is then too small beside
     # the gripper BCE and the CE terms for the backbone to learn the pose
@@ -118,6 +166,10 @@ class ModelConfig:
     # the action queries also read the robot's proprioception (CALVIN robot_obs through a small MLP, added to
     # each query's embedding; model/proprio.py). UP-VLA has none
     proprio: bool
+    # `packed`: our PRE/ACT sequence (no pads in the positions, image rows never see the action queries); `reference`:
+    # the authors' layout exactly: a left-padded text slot of max_text_len + 1 tokens ([PAD]s, <|pre|>, bos,
+    # instruction, eos) whose pads still take positions, and image rows that also see the action queries
+    prompt_layout: Literal["packed", "reference"]
     # longest instruction, text tokens
     max_text_len: int = _f(ge=1)
     # longest scene description (MMU-conditioned prompt), text tokens; also the generation budget
@@ -135,6 +187,14 @@ class ModelConfig:
             raise ValueError(f"vision_feature_layer: the tower has only {self.vision_layers} layers")
         if self.hidden_size % self.map_heads:
             raise ValueError(f"map_heads: must divide hidden_size ({self.hidden_size})")
+        if self.prompt_layout == "reference" and self.action_head != "map":
+            raise ValueError("prompt_layout: the `reference` layout ends in MAP action queries; action_head must be "
+                             "`map`")
+        if self.map_variant == "reference" and self.action_head != "map":
+            raise ValueError("map_variant: `reference` is a MAP head; action_head must be `map`")
+        if self.map_variant == "reference" and self.normalize_actions:
+            raise ValueError("normalize_actions: must be false with map_variant `reference` (the authors' head "
+                             "regresses raw CALVIN rel_actions)")
         if self.robot_sequence_len > self.max_position_embeddings:
             raise ValueError(f"max_position_embeddings: the longest robot sequence needs {self.robot_sequence_len} "
                              f"positions (views, text lengths, chunk), got {self.max_position_embeddings}")
@@ -151,8 +211,14 @@ class ModelConfig:
 
     @property
     def robot_sequence_len(self) -> int:
-        """Longest PRE/ACT sequence: task token, CLIP block, description, instruction, VQ block, actions."""
-        clip_block = self.vision_tokens + 2
+        """Longest PRE/ACT sequence: task token, CLIP block, description, instruction, VQ block, actions.
+
+        The `reference` layout has no CLIP block or description: its text slot (task token, bos, instruction, eos,
+        left-padded) is always max_text_len + 1 columns.
+        """
         vq_block = self.num_views * self.vq.tokens_per_image + 2
+        if self.prompt_layout == "reference":
+            return self.max_text_len + 1 + vq_block + self.action_tokens_len
+        clip_block = self.vision_tokens + 2
         return (1 + clip_block + self.max_description_len + self.max_text_len + vq_block
                 + self.action_tokens_len)

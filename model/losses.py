@@ -1,5 +1,8 @@
 """The three UP-VLA training terms and their weights: L = λ_MMU·L_MMU + λ_PRE·L_PRE + λ_ACT·L_ACT.
 
+L_ACT is `action_loss` for our MAP head (pose MSE + gripper BCE), `reference_action_loss` for the authors' head
+(MSE over all dims), `action_token_loss` for the RT-2 bins.
+
 Every term takes logits already restricted to the relevant vocabulary slice (text rows for MMU,
 codebook rows for PRE, bin rows for RT-2 actions): the reference's full-vocabulary image CE lets
 text and special tokens compete with codes; restricting is both correct and cheaper.
@@ -83,6 +86,24 @@ def action_loss(raw: Tensor, actions: Tensor, mask: Tensor | None = None, *, pos
     bce = F.binary_cross_entropy_with_logits(raw[..., -1], grip_target, reduction="none")
     gripper = (bce * weight).sum() / denom
     return pose + gripper, {"act_pose_mse": units.detach(), "act_gripper_bce": gripper.detach()}
+
+
+def reference_action_loss(raw: Tensor, actions: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """L_ACT of `map_variant: reference`: the authors' `nn.MSELoss()` over every step and all dims, gripper included.
+
+    Padded chunk steps count too, as in the reference (its padding, a zero pose and the last gripper repeated,
+    is the one our datasets write), so no mask is taken.
+
+    Args:
+        raw: (B, k, A) ReferenceMAPHead outputs, raw CALVIN action units (gripper regressed).
+        actions: (B, k, A) targets: raw `rel_actions`, gripper -1 (close) or 1 (open).
+
+    Returns:
+        The loss and detached parts `act_pose_mse` (first A-1 dims) and `act_gripper_mse` (last dim).
+    """
+    error = (raw.float() - actions.float()).pow(2)
+    parts = {"act_pose_mse": error[..., :-1].mean().detach(), "act_gripper_mse": error[..., -1].mean().detach()}
+    return error.mean(), parts
 
 
 def action_token_loss(bin_logits: Tensor, bins: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -39,13 +39,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from model.backbone import load_phi, load_vision_tower
-from model.config import ModelConfig
+from model.config import COMPACT_VQ, ModelConfig
 from model.vocab import load_text_tokenizer
 
-if TYPE_CHECKING:  # model/vq_tokenizer.py does not import this module: no cycle
-    from model.vq_tokenizer import VQTokenizer
+if TYPE_CHECKING:  # model/vq.py does not import this module: no cycle
+    from model.vq import VQModel
 
-FORMAT, VERSION = "upvla", 2
+FORMAT, VERSION = "upvla", 3
 CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
 META_KEYS = ("format", "version", "eos_id", "model")
 
@@ -79,8 +79,21 @@ def _v1_weights(state: dict[str, Tensor], cfg: ModelConfig) -> None:
     state.setdefault("action_std", torch.ones(cfg.action_dim - 1))
 
 
+def _v2_config(model: dict[str, Any]) -> dict[str, Any]:
+    # v3 added the published architectures (Show-o's qk LayerNorm, MagVIT-v2, the reference MAP block and
+    # prompt layout); every v2 checkpoint is our own architecture
+    vq = model.get("vq")
+    if isinstance(vq, dict):
+        vq = {**COMPACT_VQ, **vq}
+    return {"qk_layernorm": False, "map_variant": "ours", "prompt_layout": "packed", **model, "vq": vq}
+
+
+def _no_new_weights(state: dict[str, Tensor], cfg: ModelConfig) -> None:
+    """A step whose defaults add no parameters (the old architecture is selected)."""
+
+
 # ordered: MIGRATIONS[i] reads version i + 1; a folder of version v goes through MIGRATIONS[v - 1:]
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, _v1_config, _v1_weights),)
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, _v1_config, _v1_weights), Migration(2, _v2_config, _no_new_weights))
 
 
 def config_from_dict(raw: Any, *, version: int = VERSION, source: str | Path = CONFIG_NAME) -> ModelConfig:
@@ -266,14 +279,19 @@ class PretrainedMixin:
         return model.to(map_location)
 
     @classmethod
-    def build(cls, cfg: ModelConfig, *, vq: VQTokenizer | None = None, text_tokenizer=None) -> Self:
+    def build(cls, cfg: ModelConfig, *, vq: VQModel | None = None, text_tokenizer=None) -> Self:
         """The model at the start of training (see the module docstring).
+
+        A `backbone_path` folder written by Show-o (`show-o-w-clip-vit-512x512`) loads through model/showo.py,
+        its CLIP projector included; a transformers Phi folder through `load_phi`.
 
         Args:
             cfg: the model config; local folder paths in it are loaded, null ones stay random.
             vq: the trained VQ tokenizer (the `tokenizer` stage's output); None keeps a random one.
             text_tokenizer: the text tokenizer (its eos id is used); saved with every checkpoint.
         """
+        from model.showo import is_showo_folder, load_showo
+
         eos = None if text_tokenizer is None else text_tokenizer.eos_token_id
         if text_tokenizer is not None and len(text_tokenizer) != cfg.text_vocab_size:
             raise ValueError(f"model.text_vocab_size: {cfg.text_vocab_size}, but the tokenizer has "
@@ -283,7 +301,13 @@ class PretrainedMixin:
         if path is not None:
             # a unified checkpoint shares our layout up to the action bins; an LLM only its text rows
             keep = model.layout.bin_offset if cfg.backbone_init == "unified" else cfg.text_vocab_size
-            model.backbone = load_phi(path, cfg, model.layout.vocab_size, keep)
+            if cfg.backbone_init == "unified" and is_showo_folder(path):
+                # the weights go into model.backbone in place; the projector's were shape-checked against cfg
+                showo = load_showo(path, cfg, model.layout.vocab_size, keep, into=model.backbone)
+                if showo.projector:
+                    model.projector.load_state_dict(showo.projector)
+            else:
+                model.backbone = load_phi(path, cfg, model.layout.vocab_size, keep)
         if cfg.vision_path is not None:
             model.vision = load_vision_tower(cfg.vision_path, cfg).requires_grad_(not cfg.freeze_vision)
         if vq is not None:

@@ -27,13 +27,20 @@ from model.backbone import build_phi, build_vision_tower
 from model.batches import IGNORE, MMUBatch, Prediction, RobotBatch, TrainBatch
 from model.config import ModelConfig
 from model.generation import decode_action_bins, generate_text
-from model.heads import ActionBinner, MAPHead, actions_from_outputs
-from model.losses import LossWeights, action_loss, action_token_loss, future_image_loss, understanding_loss
+from model.heads import ActionBinner, actions_from_outputs, build_action_head
+from model.losses import (
+    LossWeights,
+    action_loss,
+    action_token_loss,
+    future_image_loss,
+    reference_action_loss,
+    understanding_loss,
+)
 from model.pretrained import PretrainedMixin
 from model.proprio import ProprioEncoder
-from model.sequences import PackedSequence, Segment, pack
+from model.sequences import PackedSequence, Segment, pack, reference_text_slot
 from model.vocab import TokenLayout
-from model.vq_tokenizer import VQTokenizer
+from model.vq import build_vq
 
 
 def bf16_autocast(device: torch.device | str, enabled: bool = True) -> AbstractContextManager:
@@ -59,9 +66,8 @@ class VLAModel(PretrainedMixin, nn.Module):
         self.vision = build_vision_tower(cfg).requires_grad_(not cfg.freeze_vision)
         self.projector = nn.Sequential(nn.Linear(cfg.vision_hidden_size, cfg.hidden_size), nn.GELU(),
                                        nn.Linear(cfg.hidden_size, cfg.hidden_size))
-        self.vq = VQTokenizer(cfg.vq).requires_grad_(False)
-        self.action_head = (MAPHead(cfg.hidden_size, cfg.map_heads, cfg.chunk_len, cfg.action_dim)
-                            if cfg.action_head == "map" else None)
+        self.vq = build_vq(cfg.vq).requires_grad_(False)
+        self.action_head = build_action_head(cfg)
         self.binner = ActionBinner(cfg.action_bins)
         self.proprio = ProprioEncoder(cfg.hidden_size) if cfg.proprio else None
         # per-dimension pose statistics of the training data (`normalize_actions`); identity until
@@ -154,6 +160,8 @@ class VLAModel(PretrainedMixin, nn.Module):
         """Pack a PRE/ACT sequence; `action_ids` (B, n) are appended after the image block (None: no actions)."""
         codes = batch.current_codes
         self._check_codes(codes)
+        if self.cfg.prompt_layout == "reference":
+            return self._reference_sequence(batch, action_ids)
         segments = [self._task_token(self.layout.pre_id, codes.shape[0], codes.device)]
         if batch.conditioned:
             segments.append(self._image_block("scene", self.encode_images(batch.scene_pixels)))
@@ -163,6 +171,22 @@ class VLAModel(PretrainedMixin, nn.Module):
         if action_ids is not None:
             segments.append(self._action_segment(batch, action_ids))
         return pack(segments)
+
+    def _reference_sequence(self, batch: RobotBatch, action_ids: Tensor | None) -> PackedSequence:
+        """The authors' PRE/ACT sequence (`model.prompt_layout: reference`, rules in model/sequences.py).
+
+        [PAD]s <|pre|> bos instruction eos | <|soi|> codes <|eoi|> | actions
+        """
+        if batch.conditioned:
+            raise ValueError("RobotBatch: the `reference` prompt layout has no MMU-conditioned prefix (scene_pixels "
+                             "and description_ids must be None)")
+        slot = reference_text_slot(batch.instruction_ids, self.layout.pad_id, width=self.cfg.max_text_len + 1,
+                                   task_id=self.layout.pre_id, bos_id=self.layout.eos_id, eos_id=self.layout.eos_id)
+        segments = [self._tokens("text", slot),
+                    self._image_block("image", self.embed(batch.current_codes + self.layout.code_offset))]
+        if action_ids is not None:
+            segments.append(self._action_segment(batch, action_ids))
+        return pack(segments, reference=True)
 
     def _action_segment(self, batch: RobotBatch, action_ids: Tensor) -> Segment:
         """The tokens after the image block; with `model.proprio` the state embedding is added to each <|act|>."""
@@ -258,8 +282,9 @@ class VLAModel(PretrainedMixin, nn.Module):
         if with_actions:
             states = hidden[:, seq.spans["actions"]]
             if self.action_head is not None:
-                terms["act"], parts = action_loss(self.action_head(states), batch.actions, batch.action_mask,
-                                                  **self._pose_stats())
+                raw = self.action_head(states)
+                terms["act"], parts = (reference_action_loss(raw, batch.actions) if self.cfg.map_variant == "reference"
+                                       else action_loss(raw, batch.actions, batch.action_mask, **self._pose_stats()))
             else:
                 mask = None if batch.action_mask is None else batch.action_mask.repeat_interleave(
                     self.cfg.action_dim, dim=1)

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from model.config import VQConfig
+from model.config import COMPACT_VQ, VQConfig
 
 # softmax sharpness of the code distribution used by the entropy term (open-MAGVIT2's value)
 INV_TEMPERATURE = 100.0
@@ -172,6 +172,8 @@ class VQTokenizer(nn.Module):
     def __init__(self, cfg: VQConfig):
         super().__init__()
         cfg.validate()
+        if cfg.arch != "compact":  # model.vq.build_vq / load_vq pick the class of cfg.arch
+            raise ValueError(f"arch: VQTokenizer is the compact tokenizer, got {cfg.arch!r}")
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.quantizer = LookupFreeQuantizer(cfg.codebook_bits)
@@ -252,7 +254,8 @@ class VQTokenizer(nn.Module):
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder}: missing {name} (not a VQTokenizer folder)")
-        cfg = VQConfig(**json.loads((folder / CONFIG_NAME).read_text())["vq"])
+        # folders written before VQConfig.arch existed are compact tokenizers
+        cfg = VQConfig(**{**COMPACT_VQ, **json.loads((folder / CONFIG_NAME).read_text())["vq"]})
         tok = cls(cfg)
         tok.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
         return tok.to(map_location)

@@ -464,6 +464,11 @@ class ProjectConfig:
         for name in PRESET_NAMES:
             if name not in self.presets:
                 raise ConfigError(f"presets.{name}: missing (every paper ablation/baseline must be defined)")
+        if self.model.prompt_layout == "reference":
+            for stage in ("pretrain", "tune"):
+                if getattr(self, stage).mmu_condition:
+                    raise ConfigError(f"{stage}.mmu_condition: the `reference` prompt layout (model.prompt_layout) has "
+                                      "no MMU-conditioned prefix; set it to false")
 
 
 # --------------------------------------------------------------------------- loading

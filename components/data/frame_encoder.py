@@ -18,7 +18,7 @@ import torch
 from components.data.tables import decode_image, encode_png
 from model.batches import square_resize, vq_pixels
 from model.config import ModelConfig
-from model.vq_tokenizer import VQTokenizer
+from model.vq import VQModel, load_vq
 
 
 def encoder_settings(model_cfg: ModelConfig) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def to_pixels(blobs: Sequence[bytes], size: int) -> torch.Tensor:
     return out
 
 
-def encode_blobs(tok: VQTokenizer, blobs: Sequence[bytes]) -> np.ndarray:
+def encode_blobs(tok: VQModel, blobs: Sequence[bytes]) -> np.ndarray:
     """Image bytes -> (n, tokens_per_image) int16 raw codes, encoded on the tokenizer's device."""
     if not blobs:
         return np.zeros((0, tok.grid**2), dtype=np.int16)
@@ -66,7 +66,7 @@ class EncodeFrames:
 
     def __init__(self, vq_dir: str | Path, model_cfg: ModelConfig, threads: int = 1, device: str = "cpu") -> None:
         torch.set_num_threads(threads)
-        self.tok = VQTokenizer.from_pretrained(vq_dir, map_location=device).eval()
+        self.tok = load_vq(vq_dir, map_location=device).eval()
         if self.tok.cfg != model_cfg.vq:
             raise ValueError(f"pretokenize: {vq_dir} holds {self.tok.cfg}, but model.vq is {model_cfg.vq}")
         self.cfg = model_cfg

@@ -102,7 +102,8 @@ def make_manifest(model_cfg: ModelConfig, vq_dir: Path, frames_dir: Path, shard_
 def prepare_output(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Keep finished shards only if they were made from the same inputs; otherwise start over."""
     path = out_dir / "manifest.json"
-    if path.is_file() and json.loads(path.read_text()) != manifest:
+    # compared in JSON form: tuples in the manifest (model.vq.channel_mult) read back as lists
+    if path.is_file() and json.loads(path.read_text()) != json.loads(json.dumps(manifest)):
         print(f"pretokenize: {path} differs from this run's inputs; discarding the old shards")
         for old in (out_dir / FRAMES).glob("*.parquet"):
             old.unlink()

@@ -1,9 +1,10 @@
 """`tokenizer` stage: the VQ image tokenizer and the text tokenizer, fitted here or loaded, saved for later stages.
 
-The VQ tokenizer is fitted on the ingested frames (or loaded from `tokenizer.pretrained`); the text
+The VQ tokenizer is fitted on the ingested frames (or loaded from `tokenizer.pretrained`: a folder of ours, or
+Show-o's published MagVIT-v2 folder, which model.vq.arch `magvitv2` needs: it is never fitted here); the text
 tokenizer is built from the ingested texts (or loaded from `tokenizer.text_pretrained`).
 
-    artifacts/vq/               VQTokenizer.save_pretrained (vq_config.json + vq.safetensors)
+    artifacts/vq/               save_pretrained of either arch (vq_config.json + vq.safetensors; model.vq.load_vq)
     artifacts/text_tokenizer/   a transformers fast tokenizer of model.text_vocab_size ids
 
 Fitting holds `tokenizer.max_frames` frames (evenly spaced over the frames table, decoded and resized to
@@ -32,9 +33,9 @@ from components.core.tracking import NULL_LOGGER, MetricLogger
 from components.data.conversation import DESCRIBE_PROMPT, answer_text, prompt_text
 from components.data.tables import FRAMES, VQA, WINDOWS, decode_image, part_files, read_table
 from model.batches import vq_pixels
-from model.config import ModelConfig
+from model.config import ModelConfig, VQConfig
 from model.vocab import build_text_tokenizer, load_text_tokenizer
-from model.vq_tokenizer import VQTokenizer
+from model.vq import VQModel, build_vq, is_published_magvitv2, load_magvitv2, load_vq
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def image_grid(images: torch.Tensor, recon: torch.Tensor, count: int = 8, *, ste
                       rows=[(side / 2, "original"), (1.5 * side, "reconstructed")])
 
 
-def evaluate_vq(tok: VQTokenizer, images: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+def evaluate_vq(tok: VQModel, images: torch.Tensor) -> tuple[float, float, torch.Tensor]:
     """(PSNR dB, codebook fraction used, reconstructions) on held-out images."""
     tok.eval()
     codes = torch.cat([tok.encode(images[i:i + 64]) for i in range(0, len(images), 64)])
@@ -129,7 +130,7 @@ def evaluate_vq(tok: VQTokenizer, images: torch.Tensor) -> tuple[float, float, t
     return psnr(images, recon), codes.unique().numel() / tok.quantizer.codebook_size, recon
 
 
-def fit_vq(cfg: TokenizerConfig, tok: VQTokenizer, train: torch.Tensor, held: torch.Tensor, seed: int,
+def fit_vq(cfg: TokenizerConfig, tok: VQModel, train: torch.Tensor, held: torch.Tensor, seed: int,
            log: MetricLogger) -> None:
     """AdamW on reconstruction + LFQ terms, random batches of `train`; logs losses and held-out PSNR."""
     gen = torch.Generator().manual_seed(seed)
@@ -147,21 +148,37 @@ def fit_vq(cfg: TokenizerConfig, tok: VQTokenizer, train: torch.Tensor, held: to
                              "vq/psnr_db": value, "vq/heldout_code_usage": usage}, step=step)
 
 
+def load_pretrained_vq(folder: str | Path, vq_cfg: VQConfig) -> VQModel:
+    """`tokenizer.pretrained`: a folder of ours (either arch) or Show-o's published MagVIT-v2, checked against model.vq.
+
+    Raises:
+        ValueError: naming tokenizer.pretrained (or the model.vq key and the file) when it does not hold model.vq.
+    """
+    if is_published_magvitv2(folder):
+        return load_magvitv2(folder, vq_cfg)
+    tok = load_vq(folder)
+    if tok.cfg != vq_cfg:
+        raise ValueError(f"tokenizer.pretrained: {folder} holds {tok.cfg}, but model.vq is {vq_cfg}")
+    return tok
+
+
 def prepare_vq(cfg: TokenizerConfig, model_cfg: ModelConfig, frames_dir: Path, out_dir: Path, *, seed: int,
                log: MetricLogger = NULL_LOGGER) -> TokenizerSummary:
     """Fit (or load) the VQ tokenizer, save it to `out_dir`, log PSNR and the reconstruction grid."""
+    if model_cfg.vq.arch == "magvitv2" and not cfg.pretrained:
+        raise ValueError("tokenizer.pretrained: model.vq.arch `magvitv2` is Show-o's published MagVIT-v2, which this "
+                         "stage does not fit; set tokenizer.pretrained to its folder (config.json + "
+                         "pytorch_model.safetensors or .bin)")
     total = sum(pq.ParquetFile(p).metadata.num_rows for p in part_files(frames_dir))
     fit_rows, held_rows = select_rows(total, cfg.max_frames, cfg.eval_frames)
     size = model_cfg.vq.image_size
     held = load_frames(frames_dir, held_rows, "rgb_static", size)
     if cfg.pretrained:
-        tok = VQTokenizer.from_pretrained(cfg.pretrained)
-        if tok.cfg != model_cfg.vq:
-            raise ValueError(f"tokenizer.pretrained: {cfg.pretrained} holds {tok.cfg}, but model.vq is {model_cfg.vq}")
+        tok = load_pretrained_vq(cfg.pretrained, model_cfg.vq)
         train_count = 0
     else:
         torch.manual_seed(seed)
-        tok = VQTokenizer(model_cfg.vq)
+        tok = build_vq(model_cfg.vq)
         train = load_frames(frames_dir, fit_rows, "rgb_static", size)
         if model_cfg.num_views == 2:  # the same tokenizer encodes the gripper view
             train = torch.cat([train, load_frames(frames_dir, fit_rows, "rgb_gripper", size)])

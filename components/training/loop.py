@@ -36,7 +36,7 @@ from model.config import ModelConfig
 from model.losses import LossWeights
 from model.vla import VLAModel
 from model.vocab import load_text_tokenizer
-from model.vq_tokenizer import VQTokenizer
+from model.vq import load_vq
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def build_start_model(job: TrainJob) -> VLAModel:
     """The weights training starts from: a previous stage's model folder, or the initial backbone."""
     init = job.inputs.init_model
     if init is None:
-        vq = VQTokenizer.from_pretrained(job.inputs.vq_dir)
+        vq = load_vq(job.inputs.vq_dir)
         text = load_text_tokenizer(job.inputs.text_tokenizer_dir, job.model.text_vocab_size)
         return VLAModel.build(job.model, vq=vq, text_tokenizer=text)
     model = VLAModel.from_pretrained(init)

@@ -49,7 +49,7 @@ class Workspace:
     """Read-only access to one `PlayTableEnv`'s scene and robot for planning."""
 
     def __init__(self, env: object) -> None:
-        """Bind to a `PlayTableEnv` (its `scene`, `robot`, `p` and `layout`)."""
+        """Bind to a `PlayTableEnv` or an `envs.calvin.CalvinEnv` (its `scene`, `robot`, `p` and `layout`)."""
         self.env = env
         self.scene, self.robot, self.p = env.scene, env.robot, env.p
         self.sizes = {block.name: GLOBAL_SCALING * np.array(block.size) for block in env.layout.blocks}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.calvin import INSTALL_HINT, CalvinEnv, CalvinNotInstalledError
+from envs.calvin import CALVIN_ENV_COMMIT, INSTALL_HINT, CalvinEnv, CalvinNotInstalledError
 from envs.config import EnvConfig
 from envs.factory import ENV_REGISTRY, make_env
 from envs.playtable import SCENES, PlayTableEnv, load_layout
@@ -44,6 +44,8 @@ def test_calvin_adapter_says_how_to_install_calvin_env(tmp_path):
         make_env(cfg)
     assert "not on PyPI" in str(error.value) and "pip install -e calvin_env" in str(error.value)
     assert str(error.value) == INSTALL_HINT
+    # pinned at the commit that fixes turn_off_led after a reset to LED on (the `calvin` repo pins an older one)
+    assert f"git -C calvin_env checkout {CALVIN_ENV_COMMIT}" in INSTALL_HINT and len(CALVIN_ENV_COMMIT) == 40
     with pytest.raises(ImportError):
         CalvinEnv(tmp_path)
 

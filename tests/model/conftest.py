@@ -12,14 +12,15 @@ from model.config import ModelConfig, VQConfig
 from model.vocab import TokenLayout
 
 TINY = ModelConfig(
-    backbone_path=None, llm_path=None, backbone_init="unified", vision_path=None,
+    backbone_path=None, llm_path=None, backbone_init="unified", vision_path=None, qk_layernorm=False,
     text_vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
     max_position_embeddings=256, partial_rotary_factor=0.5,
     vision_hidden_size=32, vision_layers=2, vision_heads=2, vision_image_size=32, vision_patch_size=8,
     vision_feature_layer=-1, freeze_vision=False,
-    vq=VQConfig(image_size=32, downsample=8, codebook_bits=6, base_channels=8, num_res_blocks=1),
+    vq=VQConfig(arch="compact", image_size=32, downsample=8, codebook_bits=6, base_channels=8, num_res_blocks=1,
+                 channel_mult=None, res_blocks=None, decoder_channel_mult=None, decoder_res_blocks=None),
     num_views=1, chunk_len=4, delta_t=4, action_dim=7, action_head="map", action_bins=32, map_heads=2,
-    normalize_actions=True, proprio=False,
+    map_variant="ours", normalize_actions=True, proprio=False, prompt_layout="packed",
     max_text_len=16, max_description_len=12,
 )
 

@@ -42,7 +42,7 @@ def test_save_load_gives_identical_outputs(tmp_path, action_head):
     model.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
     meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
-    assert meta["version"] == VERSION == 2 and meta["model"]["proprio"] is False
+    assert meta["version"] == VERSION == 3 and meta["model"]["proprio"] is False
     loaded = VLAModel.from_pretrained(tmp_path / "ckpt").eval()
     assert loaded.cfg == cfg and loaded.layout == model.layout
     assert torch.equal(loaded.action_mean, model.action_mean) and torch.equal(loaded.action_std, model.action_std)
@@ -121,6 +121,12 @@ def test_migrations_cover_every_earlier_version_in_order():
     assert [m.version for m in MIGRATIONS] == list(range(1, VERSION))
     v1 = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in ("proprio", "normalize_actions")}
     assert config_from_dict(v1, version=1) == dataclasses.replace(TINY, normalize_actions=False)
+    # v3 added the published architectures; a v2 checkpoint is ours: compact VQ, our MAP head and prompt layout
+    v3_fields = ("qk_layernorm", "map_variant", "prompt_layout")
+    v2 = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in v3_fields}
+    v2["vq"] = {k: v for k, v in v2["vq"].items() if k in ("image_size", "downsample", "codebook_bits", "base_channels",
+                                                          "num_res_blocks")}
+    assert config_from_dict(v2, version=2) == TINY
     assert config_from_dict(dataclasses.asdict(TINY)) == TINY
 
 
@@ -165,7 +171,7 @@ def set_vq(**fields):
     (lambda meta: meta.pop("format"), ["missing key(s) ['format']"]),
     (lambda meta: meta.update(step=3), ["unknown key(s) ['step']"]),
     (lambda meta: meta.update(format="pickle"), ["format: expected 'upvla', got 'pickle'"]),
-    (lambda meta: meta.update(version=VERSION + 1), ["version: 3", "written by a newer version", "upgrade"]),
+    (lambda meta: meta.update(version=VERSION + 1), ["version: 4", "written by a newer version", "upgrade"]),
     (lambda meta: meta.update(version="1"), ["version: expected an integer"]),
     (lambda meta: meta.update(version=0), ["version: expected an integer >= 1"]),
     (lambda meta: meta.update(eos_id="x"), ["eos_id: expected null or an integer"]),

@@ -10,7 +10,8 @@ import torch
 from model.config import VQConfig
 from model.vq_tokenizer import LookupFreeQuantizer, VQTokenizer
 
-CFG = VQConfig(image_size=32, downsample=8, codebook_bits=6, base_channels=8, num_res_blocks=1)
+CFG = VQConfig(arch="compact", image_size=32, downsample=8, codebook_bits=6, base_channels=8, num_res_blocks=1,
+               channel_mult=None, res_blocks=None, decoder_channel_mult=None, decoder_res_blocks=None)
 
 
 def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
