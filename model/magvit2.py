@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from model.config import VQConfig
 from model.vq_tokenizer import CONFIG_NAME, WEIGHTS_NAME
+from model.weights_io import check_keys
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -214,17 +215,6 @@ class MsbLookupFreeQuantizer(nn.Module):
                                  "(channel 0 the most significant bit); codes would mean other corners")
 
 
-def check_state(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], source: str | Path) -> None:
-    """One error naming `source` and every missing, unexpected or mis-shaped key; nothing when they fit."""
-    missing = sorted(expected.keys() - state.keys())
-    unexpected = sorted(state.keys() - expected.keys())
-    shapes = [f"{k} {list(state[k].shape)} (expected {list(expected[k].shape)})"
-              for k in sorted(expected.keys() & state.keys()) if state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise ValueError(f"{source}: the weights do not fit the MagVIT-v2 tokenizer of model.vq: missing {missing}, "
-                         f"unexpected {unexpected}, mis-shaped {shapes}")
-
-
 class MagvitV2Tokenizer(nn.Module):
     """Encoder + MSB-first lookup-free quantiser + decoder (see the module docstring); the VQTokenizer interface."""
 
@@ -286,7 +276,7 @@ class MagvitV2Tokenizer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> MagvitV2Tokenizer:
-        """Load a folder written by `save_pretrained` (every key checked, see `check_state`)."""
+        """Load a folder written by `save_pretrained` (every key checked, model.weights_io.check_keys)."""
         folder = Path(folder)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (folder / name).is_file():
@@ -297,7 +287,8 @@ class MagvitV2Tokenizer(nn.Module):
 
     def load_checked(self, state: Mapping[str, Tensor], source: str | Path) -> MagvitV2Tokenizer:
         """Load `state` after checking every key and shape and the quantiser's tables; returns self."""
-        check_state(state, self.state_dict(), source)
+        check_keys(source, {k: tuple(v.shape) for k, v in state.items()},
+                   {k: tuple(v.shape) for k, v in self.state_dict().items()}, "the MagVIT-v2 tokenizer of model.vq")
         self.load_state_dict(dict(state))
         self.quantize.check_buffers(source)
         return self

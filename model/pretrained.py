@@ -41,6 +41,7 @@ from torch import Tensor
 from model.backbone import load_phi, load_vision_tower
 from model.config import COMPACT_VQ, ModelConfig
 from model.vocab import load_text_tokenizer
+from model.weights_io import check_keys
 
 if TYPE_CHECKING:  # model/vq.py does not import this module: no cycle
     from model.vq import VQModel
@@ -233,12 +234,8 @@ def read_weights(path: Path, version: int, cfg: ModelConfig, expected: dict[str,
         raise ValueError(f"{path}: not a readable safetensors file, truncated or corrupt ({err})") from err
     for step in MIGRATIONS[version - 1:]:
         step.weights(state, cfg)
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    shapes = [f"{k}: {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        raise ValueError(f"{path}: the weights do not fit the config.json beside them: missing {missing}, "
-                         f"unexpected {unexpected}, mis-shaped {shapes}")
+    check_keys(path, {k: tuple(v.shape) for k, v in state.items()}, {k: tuple(v.shape) for k, v in expected.items()},
+               "the config.json beside them")
     return state
 
 

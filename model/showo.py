@@ -28,20 +28,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import Tensor
 from transformers import PhiForCausalLM
 
 from model.backbone import build_phi, phi_config, reset_rows
 from model.config import ModelConfig
 from model.vocab import SPECIAL_TOKENS, TokenLayout
+from model.weights_io import Shapes, check_keys, open_state
 
 CONFIG_NAME = "config.json"
 # searched in this order; Show-o's ModelMixin writes the first, older exports the second
@@ -50,8 +49,6 @@ SHOWO_CLASS, PHI_PREFIX, PROJECTOR_PREFIX = "Showo", "showo.", "mm_projector."
 # Phi parameters indexed by token id: Show-o's rows are copied, our appended rows start at the text-row mean
 VOCAB_KEYS = ("model.embed_tokens.weight", "lm_head.weight", "lm_head.bias")
 LAYER_KEY = re.compile(r"showo\.model\.layers\.(\d+)\.")
-
-Shapes = dict[str, tuple[int, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,10 +196,10 @@ def load_showo(folder: str | Path, cfg: ModelConfig, vocab_size: int, keep_rows:
     if vocab_size < showo.vocab_size:
         raise ValueError(f"vocab_size: {vocab_size} rows, fewer than the {showo.vocab_size} of {folder}")
     path = showo_weights_file(folder)
-    shapes, read = _open_weights(path)
+    shapes, read = open_state(path)
     _check_sizes(path, shapes, cfg)
     expected = expected_shapes(cfg, showo)
-    _check_keys(path, shapes, expected)
+    check_keys(path, shapes, expected, "a Show-o model at model's sizes")
     phi = build_phi(cfg, vocab_size) if into is None else into
     if phi.config.vocab_size != vocab_size:
         raise ValueError(f"vocab_size: {vocab_size}, but the backbone to load into has {phi.config.vocab_size} rows")
@@ -212,25 +209,8 @@ def load_showo(folder: str | Path, cfg: ModelConfig, vocab_size: int, keep_rows:
     return ShowoWeights(backbone=phi, projector=projector, config=showo)
 
 
-def _open_weights(path: Path) -> tuple[Shapes, Callable[[str], Tensor]]:
-    """The names and shapes of a weights file, and a function reading one tensor (streamed for safetensors)."""
-    if path.suffix == ".bin":
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-            raise ValueError(f"{path}: not a readable torch state dict, truncated or corrupt ({err})") from err
-        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-            raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
-        return {k: tuple(v.shape) for k, v in state.items()}, state.pop  # pop: each tensor is freed once copied
-    try:
-        handle = safe_open(str(path), framework="pt", device="cpu")
-        return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}, handle.get_tensor
-    except SafetensorError as err:
-        raise ValueError(f"{path}: not a readable safetensors file, truncated or corrupt ({err})") from err
-
-
 def _check_sizes(path: Path, shapes: Shapes, cfg: ModelConfig) -> None:
-    """Compare the architecture the weights imply with the config's (a key too broken to read: `_check_keys`)."""
+    """Compare the architecture the weights imply with the config's (a key too broken to read: `check_keys`)."""
     found: dict[str, tuple[int, int, str]] = {}  # config key -> (ours, the file's, where it was read)
     embed = shapes.get("showo.model.embed_tokens.weight", ())
     if len(embed) == 2:
@@ -251,15 +231,6 @@ def _check_sizes(path: Path, shapes: Shapes, cfg: ModelConfig) -> None:
     for key, (ours, theirs, where) in found.items():
         if ours != theirs:
             raise ValueError(f"model.{key}: {ours}, but the checkpoint {path} has {theirs} ({where})")
-
-
-def _check_keys(path: Path, shapes: Shapes, expected: Shapes) -> None:
-    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
-    wrong = [f"{k}: {shapes[k]} in the file, {v} expected" for k, v in expected.items()
-             if k in shapes and shapes[k] != v]
-    if missing or unexpected or wrong:
-        raise ValueError(f"{path}: the weights do not fit a Show-o model at model's sizes: missing {missing}, "
-                         f"unexpected {unexpected}, mis-shaped {wrong}")
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@
 
 A published folder is config.json (`_class_name` MAGVITv2, no arguments: its sizes are fixed) beside
 pytorch_model.safetensors or pytorch_model.bin, as Show-o's ModelMixin writes them. Its sizes are read from
-the weights and must equal model.vq's; then every key must fit (model.magvit2.check_state).
+X
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from model.config import VQConfig
 from model.magvit2 import MagvitV2Tokenizer
 from model.vq_tokenizer import CONFIG_NAME, VQTokenizer
+from model.weights_io import read_state
 
 VQModel = VQTokenizer | MagvitV2Tokenizer
 ARCHS: dict[str, type[VQModel]] = {"compact": VQTokenizer, "magvitv2": MagvitV2Tokenizer}
@@ -83,7 +83,7 @@ def load_magvitv2(folder: str | Path, cfg: VQConfig) -> MagvitV2Tokenizer:
         raise ValueError(f"model.vq.arch: {folder} is a published MagVIT-v2 folder, which needs arch magvitv2, "
                          f"got {cfg.arch!r}")
     path = _published_weights(folder)
-    state = _read_state(path)
+    state = read_state(path)
     found = published_sizes(state)
     wrong = [f"model.vq.{name}: {_shown(getattr(cfg, name))} in the config, but {path} holds {_shown(found[name])}"
              for name in SIZE_FIELDS if name in found and _shown(found[name]) != _shown(getattr(cfg, name))]
@@ -134,15 +134,6 @@ def _published_weights(folder: Path) -> Path:
         if (folder / weights).is_file():
             return folder / weights
     raise FileNotFoundError(f"{folder}: missing {PUBLISHED_SAFETENSORS} or {PUBLISHED_BIN}")
-
-
-def _read_state(path: Path) -> dict[str, Tensor]:
-    # a .bin is a pickle: only ever read with weights_only=True
-    state = torch.load(path, map_location="cpu", weights_only=True) if path.suffix == ".bin" else load_file(str(path))
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a flat state dict of tensors ({PUBLISHED_CLASS}'s), "
-                         f"got {type(state).__name__}")
-    return dict(state)
 
 
 def _shown(value: Any) -> Any:

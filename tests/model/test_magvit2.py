@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -184,11 +183,14 @@ class _Payload:
         return (print, ("unpickled",))
 
 
-def test_a_bin_is_read_weights_only(tmp_path):
+def test_a_bin_is_read_weights_only(tmp_path, capsys):
     write_tiny_magvitv2(tmp_path, CFG, bin=True)
     torch.save({"encoder.conv_in.weight": _Payload()}, tmp_path / "pytorch_model.bin")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match="weights_only=True") as err:
         load_magvitv2(tmp_path, CFG)
+    assert str(tmp_path / "pytorch_model.bin") in str(err.value)
+    assert "weights_only=False" not in str(err.value)  # torch's advice to turn the guard off is not passed on
+    assert "unpickled" not in capsys.readouterr().out  # the payload never ran
 
 
 # --------------------------------------------------------------------------- errors name the file and the key

@@ -267,7 +267,7 @@ def test_weights_that_do_not_fit_list_every_key(saved_tiny, tmp_path):
     save_file(state, str(weights))
     with pytest.raises(ValueError) as err:
         VLAModel.from_pretrained(folder)
-    assert_names(err, weights, *gone, "unexpected ['extra.weight']", "projector.0.weight: (5, 5) in the file")
+    assert_names(err, weights, *gone, "unexpected ['extra.weight']", "projector.0.weight: [5, 5] in the file")
 
 
 def write_phi(folder, cfg, vocab_size):
