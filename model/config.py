@@ -30,8 +30,8 @@ class VQConfig:
     codebook_bits: int = _f(ge=1, le=18)
     # channels of the first conv stage (x2, then x4 at the lower resolutions)
     base_channels: int = _f(ge=1)
-    # residual blocks per resolution (`compact`)
-    num_res_blocks: int = _f(ge=0)
+    # residual blocks per resolution (`compact`); null for `magvitv2` (its per-level lists below)
+    num_res_blocks: int | None = _f(ge=0)
     # `magvitv2`: encoder channels per level as multiples of base_channels (published: [1, 2, 2, 4, 4]); null for
     # `compact`
     channel_mult: tuple[int, ...] | None
@@ -62,10 +62,15 @@ class VQConfig:
         levels = {"channel_mult": self.channel_mult, "res_blocks": self.res_blocks,
                   "decoder_channel_mult": self.decoder_channel_mult, "decoder_res_blocks": self.decoder_res_blocks}
         if self.arch == "compact":
+            if self.num_res_blocks is None:
+                raise ValueError("num_res_blocks: required for arch compact")
             for name, value in levels.items():
                 if value is not None:
                     raise ValueError(f"{name}: only for arch magvitv2, must be null for compact, got {list(value)}")
             return
+        if self.num_res_blocks is not None:
+            raise ValueError(f"num_res_blocks: only for arch compact (magvitv2 counts blocks per level in res_blocks), "
+                             f"must be null, got {self.num_res_blocks}")
         for name, value in levels.items():
             if value is None:
                 raise ValueError(f"{name}: required for arch magvitv2")

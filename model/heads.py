@@ -182,9 +182,12 @@ def build_action_head(cfg: ModelConfig) -> MAPHead | ReferenceMAPHead | None:
     return head(cfg.hidden_size, cfg.map_heads, cfg.chunk_len, cfg.action_dim)
 
 
-def actions_from_outputs(raw: Tensor) -> Tensor:
-    """(B, k, A) raw head outputs -> CALVIN actions: pose clamped to [-1, 1], gripper sign(logit) in {-1, 1}."""
-    pose = raw[..., :-1].clamp(-1.0, 1.0)
+def actions_from_outputs(raw: Tensor, *, clamp_pose: bool = True) -> Tensor:
+    """(B, k, A) raw head outputs -> CALVIN actions: gripper sign(output) in {-1, 1}, pose clamped to [-1, 1].
+
+    `clamp_pose` False passes the pose on as regressed, as the authors' rollout does (their reference head).
+    """
+    pose = raw[..., :-1].clamp(-1.0, 1.0) if clamp_pose else raw[..., :-1]
     gripper = torch.where(raw[..., -1:] > 0, 1.0, -1.0).to(raw.dtype)
     return torch.cat([pose, gripper], dim=-1)
 

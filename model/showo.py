@@ -193,10 +193,21 @@ def load_showo(folder: str | Path, cfg: ModelConfig, vocab_size: int, keep_rows:
     folder = Path(folder)
     showo = read_showo_config(folder)
     check_showo_config(folder / CONFIG_NAME, showo, cfg)
-    if vocab_size < showo.vocab_size:
-        raise ValueError(f"vocab_size: {vocab_size} rows, fewer than the {showo.vocab_size} of {folder}")
     path = showo_weights_file(folder)
     shapes, read = open_state(path)
+    return load_showo_state(path, shapes, read, showo, cfg, vocab_size, keep_rows, into=into)
+
+
+def load_showo_state(path: Path, shapes: Shapes, read: Callable[[str], Tensor], showo: ShowoConfig,
+                     cfg: ModelConfig, vocab_size: int, keep_rows: int, *,
+                     into: PhiForCausalLM | None = None) -> ShowoWeights:
+    """`load_showo` on an opened weights file (`model.weights_io.open_state`) holding exactly Show-o's keys.
+
+    UP-VLA's tuned checkpoint is such a file plus its action head: its loader passes the Show-o part here.
+    `showo` must already be checked against `cfg` (`check_showo_config`).
+    """
+    if vocab_size < showo.vocab_size:
+        raise ValueError(f"vocab_size: {vocab_size} rows, fewer than the {showo.vocab_size} of {path}")
     _check_sizes(path, shapes, cfg)
     expected = expected_shapes(cfg, showo)
     check_keys(path, shapes, expected, "a Show-o model at model's sizes")

@@ -332,7 +332,8 @@ class VLAModel(PretrainedMixin, nn.Module):
             elif self.action_head is not None:
                 seq = self.robot_sequence(inputs, self.action_query_ids(inputs.current_codes.shape[0], device))
                 hidden = self.run_backbone(seq)
-                actions = actions_from_outputs(self.head_actions(hidden[:, seq.spans["actions"]]))
+                actions = actions_from_outputs(self.head_actions(hidden[:, seq.spans["actions"]]),
+                                               clamp_pose=self.cfg.map_variant != "reference")
             else:
                 bins, hidden, seq = decode_action_bins(self, inputs)
                 actions = self.binner.from_bins(bins.view(bins.shape[0], self.cfg.chunk_len, self.cfg.action_dim))

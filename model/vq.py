@@ -82,7 +82,7 @@ def load_magvitv2(folder: str | Path, cfg: VQConfig) -> MagvitV2Tokenizer:
     if cfg.arch != "magvitv2":
         raise ValueError(f"model.vq.arch: {folder} is a published MagVIT-v2 folder, which needs arch magvitv2, "
                          f"got {cfg.arch!r}")
-    path = _published_weights(folder)
+    path = published_weights(folder)
     state = read_state(path)
     found = published_sizes(state)
     wrong = [f"model.vq.{name}: {_shown(getattr(cfg, name))} in the config, but {path} holds {_shown(found[name])}"
@@ -118,7 +118,7 @@ def published_sizes(state: Mapping[str, Tensor]) -> dict[str, Any]:
     return found
 
 
-def _published_weights(folder: Path) -> Path:
+def published_weights(folder: Path) -> Path:
     """Check config.json and return the weights file beside it."""
     config = folder / PUBLISHED_CONFIG
     if not config.is_file():

@@ -48,10 +48,19 @@ def read_state(path: str | Path) -> dict[str, Tensor]:
 
 
 def read_bin(path: str | Path) -> dict[str, Tensor]:
-    """A torch `.bin` state dict, read with `weights_only=True` (no code in the pickle can run)."""
+    """A torch `.bin` state dict, read with `weights_only=True` (no code in the pickle can run).
+
+    The tensors are memory-mapped when the file is torch's zip format (every `torch.save` since 1.6): a
+    multi-GB file opens at once and a tensor is read from disk when it is used.
+    """
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:  # the legacy (pre-zip) format cannot be mapped: read it whole
+            if "mmap" not in str(err):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # torch's own text goes on to suggest weights_only=False: not here
         reason = next((line.strip() for line in str(err).splitlines() if "WeightsUnpickler error" in line), "")
         raise ValueError(f"{path}: refused by torch.load(weights_only=True), it holds more than tensors "

@@ -15,42 +15,11 @@ from model.batches import TrainBatch
 from model.heads import MAPHead, ReferenceMAPHead, ReferenceRMSNorm, actions_from_outputs, build_action_head
 from model.losses import LossWeights, reference_action_loss
 from model.vla import VLAModel
+from tests.fixtures.published.reference import reference_map, rms_norm
 from tests.fixtures.published.upvla import map_head_state
 from tests.model.conftest import robot_batch, tiny
 
 DIM, HEADS, CHUNK, ACTION_DIM = 64, 8, 4, 7
-
-
-def rms_norm(x: Tensor, g: Tensor, torch_form: bool = False) -> Tensor:
-    """The authors' x / max(||x|| / sqrt(d), 1e-8) * g; `torch_form`: torch's x / sqrt(mean(x^2) + 1e-8) * g."""
-    if torch_form:
-        return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-8) * g
-    return x / (x.norm(dim=-1, keepdim=True) / x.shape[-1] ** 0.5).clamp(min=1e-8) * g
-
-
-def reference_map(state: dict[str, Tensor], x: Tensor, heads: int = HEADS, *, gate_first: bool = False,
-                  torch_norm: bool = False, values_first: bool = False) -> Tensor:
-    """(B, N, D) -> (B, CHUNK, ACTION_DIM); the keyword flags state the mistakes the head must not make."""
-    s = {k.removeprefix("token_learner."): v for k, v in state.items()}
-    b, n, d = x.shape
-    hd = d // heads
-    x = x @ s["projection.weight"].T + s["projection.bias"]
-    latent = s["latents"].expand(b, 1, d)
-    q = (latent @ s["attn.q.weight"].T).reshape(b, 1, heads, hd).transpose(1, 2)
-    kv = x @ s["attn.kv.weight"].T
-    k, v = (kv[..., d:], kv[..., :d]) if values_first else (kv[..., :d], kv[..., d:])
-    k, v = (t.reshape(b, n, heads, hd).transpose(1, 2) for t in (k, v))
-    attn = torch.softmax(q @ k.transpose(-1, -2) / hd**0.5, dim=-1)
-    pooled = (attn @ v).transpose(1, 2).reshape(b, 1, d) @ s["attn.proj.weight"].T + s["attn.proj.bias"]
-    latent = rms_norm(latent + pooled, s["attn_norm.g"], torch_norm)
-    u = latent @ s["mlp.0.project.weight"].T + s["mlp.0.project.bias"]
-    value, gate = u.chunk(2, dim=-1)
-    if gate_first:
-        value, gate = gate, value
-    mlp = (value * F.silu(gate)) @ s["mlp.1.weight"].T + s["mlp.1.bias"]
-    latent = rms_norm(latent + mlp, s["mlp_norm.g"], torch_norm)
-    out = latent[:, 0] @ s["to_logits.0.weight"].T + s["to_logits.0.bias"]
-    return out.reshape(b, CHUNK, ACTION_DIM)
 
 
 def published_state(seed: int = 0, *, small_norm_input: bool = False) -> dict[str, Tensor]:

@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -29,87 +28,13 @@ from model.vla import VLAModel
 from model.vq import build_vq, load_magvitv2, load_vq
 from model.vq_tokenizer import VQTokenizer
 from tests.fixtures.published.magvit2 import write_tiny_magvitv2
+from tests.fixtures.published.reference import reference_codes, reference_corners, reference_decoder, reference_encoder
 from tests.model.conftest import TINY, tiny
 
 # every level a different width and depth, so a level read in the wrong order or direction cannot fit
-CFG = VQConfig(arch="magvitv2", image_size=16, downsample=4, codebook_bits=5, base_channels=32, num_res_blocks=0,
+CFG = VQConfig(arch="magvitv2", image_size=16, downsample=4, codebook_bits=5, base_channels=32, num_res_blocks=None,
                channel_mult=(1, 3, 2), res_blocks=(1, 2, 1), decoder_channel_mult=(2, 1, 3),
                decoder_res_blocks=(2, 1, 1))
-
-
-# --------------------------------------------------------------------------- Show-o's computation, stated plainly
-
-
-def _conv(sd: dict[str, Tensor], name: str, x: Tensor, *, stride: int = 1) -> Tensor:
-    weight = sd[f"{name}.weight"]
-    padding = 0 if stride == 2 else weight.shape[-1] // 2
-    return F.conv2d(x, weight, sd[f"{name}.bias"], stride=stride, padding=padding)
-
-
-def _norm(sd: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
-    return F.group_norm(x, 32, sd[f"{name}.weight"], sd[f"{name}.bias"], eps=1e-6)
-
-
-def _swish(x: Tensor) -> Tensor:
-    return x * torch.sigmoid(x)
-
-
-def _resnet(sd: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
-    h = _conv(sd, f"{name}.conv1", _swish(_norm(sd, f"{name}.norm1", x)))
-    h = _conv(sd, f"{name}.conv2", _swish(_norm(sd, f"{name}.norm2", h)))
-    skip = _conv(sd, f"{name}.nin_shortcut", x) if f"{name}.nin_shortcut.weight" in sd else x
-    return skip + h
-
-
-def _attention(sd: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
-    h = _norm(sd, f"{name}.norm", x)
-    q, k, v = (_conv(sd, f"{name}.{p}", h) for p in ("q", "k", "v"))
-    b, c, hh, ww = q.shape
-    weights = torch.softmax(torch.bmm(q.reshape(b, c, -1).permute(0, 2, 1), k.reshape(b, c, -1)) * c**-0.5, dim=2)
-    out = torch.bmm(v.reshape(b, c, -1), weights.permute(0, 2, 1)).reshape(b, c, hh, ww)
-    return x + _conv(sd, f"{name}.proj_out", out)
-
-
-def _mid(sd: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
-    x = _resnet(sd, f"{name}.block_1", x)
-    return _resnet(sd, f"{name}.block_2", _attention(sd, f"{name}.attn_1", x))
-
-
-def reference_encoder(sd: dict[str, Tensor], cfg: VQConfig, x: Tensor) -> Tensor:
-    h = _conv(sd, "encoder.conv_in", x)
-    for i, blocks in enumerate(cfg.res_blocks):
-        for j in range(blocks):
-            h = _resnet(sd, f"encoder.down.{i}.block.{j}", h)
-        if i != len(cfg.res_blocks) - 1:
-            h = _conv(sd, f"encoder.down.{i}.downsample.conv", F.pad(h, (0, 1, 0, 1), value=0.0), stride=2)
-    h = _mid(sd, "encoder.mid", h)
-    h = _conv(sd, "encoder.conv_out", _swish(_norm(sd, "encoder.norm_out", h)))
-    return _conv(sd, "encoder.quant_conv", h)
-
-
-def reference_decoder(sd: dict[str, Tensor], cfg: VQConfig, z: Tensor) -> Tensor:
-    h = _conv(sd, "decoder.conv_in", _conv(sd, "decoder.post_quant_conv", z))
-    h = _mid(sd, "decoder.mid", h)
-    for i in reversed(range(len(cfg.decoder_res_blocks))):
-        for j in range(cfg.decoder_res_blocks[i]):
-            h = _resnet(sd, f"decoder.up.{i}.block.{j}", h)
-        if i != 0:
-            h = _conv(sd, f"decoder.up.{i}.upsample.conv", F.interpolate(h, scale_factor=2.0, mode="nearest"))
-    return _conv(sd, "decoder.conv_out", _swish(_norm(sd, "decoder.norm_out", h)))
-
-
-def reference_codes(z: Tensor) -> Tensor:
-    """(B, bits, h, w) latents -> (B, h*w): bit d (channel d > 0) is worth 2^(bits - 1 - d), rows row-major."""
-    bits = z.shape[1]
-    weights = torch.tensor([2 ** (bits - 1 - d) for d in range(bits)])
-    return ((z > 0).long() * weights[None, :, None, None]).sum(1).flatten(1)
-
-
-def reference_corners(codes: Tensor, bits: int, grid: int) -> Tensor:
-    """(B, h*w) codes -> (B, bits, h, w) in {-1, +1}, channel 0 the most significant bit."""
-    shifts = torch.arange(bits - 1, -1, -1)
-    corners = ((codes[..., None] >> shifts) & 1).float() * 2 - 1  # (B, N, bits)
-    return corners.permute(0, 2, 1).reshape(codes.shape[0], bits, grid, grid)
 
 
 def images(n: int, seed: int = 0) -> Tensor:

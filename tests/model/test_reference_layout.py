@@ -16,32 +16,8 @@ from model.batches import RobotBatch, TrainBatch
 from model.losses import LossWeights
 from model.sequences import reference_text_slot
 from model.vla import VLAModel
+from tests.fixtures.published.reference import their_ids, their_mask
 from tests.model.conftest import robot_batch, tiny
-
-
-def their_ids(instruction: list[int], codes: list[int], *, slot: int, layout, chunk: int) -> list[int]:
-    """`pre_gen_prompt` for one sample: bos prepended, <|pre|> ... eos, left-padded or cut, then the image."""
-    text = [layout.eos_id] + instruction  # Phi's bos is its eos, <|endoftext|>
-    temp = [layout.pre_id] + text + [layout.eos_id]
-    temp = [layout.pad_id] * (slot - len(temp)) + temp if len(temp) <= slot else temp[:slot - 1] + [layout.eos_id]
-    return temp + [layout.soi_id] + [c + layout.code_offset for c in codes] + [layout.eoi_id] + [layout.act_id] * chunk
-
-
-def their_mask(ids: torch.Tensor, layout) -> torch.Tensor:
-    """Their boolean mask for one sample (L,) -> (L, L): rows causal, image rows see all but pads."""
-    n = ids.shape[0]
-    soi, eoi = (ids == layout.soi_id).nonzero().item(), (ids == layout.eoi_id).nonzero().item()
-    mask = torch.zeros(n, n, dtype=torch.bool)
-    for i in range(n):
-        for j in range(n):
-            mask[i, j] = j <= i
-    pads = (ids == layout.pad_id).nonzero().flatten().tolist()
-    if pads:  # rm_pad_in_image: rows after the last pad see no column up to it
-        mask[pads[-1] + 1:, :pads[-1] + 1] = False
-    for i in range(soi, eoi + 1):
-        for j in range(n):
-            mask[i, j] = j not in pads
-    return mask
 
 
 @pytest.fixture(scope="module")
