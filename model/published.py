@@ -46,6 +46,8 @@ from model.showo import (
     PROJECTOR_PREFIX,
     ShowoConfig,
     check_showo_config,
+    check_sizes,
+    expected_shapes,
     is_showo_folder,
     load_showo_state,
     read_showo_config,
@@ -161,6 +163,67 @@ def inspect_folder(folder: str | Path) -> FolderReport:
         return FolderReport(folder, "tokenizer", "transformers fast tokenizer; tokenizer.text_pretrained")
     raise ValueError(f"{folder}: not a checkpoint folder this project knows (Show-o, UP-VLA, MagVIT-v2, CLIP, Phi, "
                      f"a tokenizer or our own): found {sorted(p.name for p in folder.iterdir())}")
+
+
+# the config keys naming checkpoint folders, and the kinds each accepts
+FOLDER_KEYS = {
+    "model.backbone_path": ("showo", "phi"),
+    "model.llm_path": ("phi",),
+    "model.vision_path": ("clip",),
+    "tokenizer.pretrained": ("magvitv2", "ours-vq"),
+    "tokenizer.text_pretrained": ("tokenizer", "phi"),
+}
+
+
+def check_folder(key: str, folder: str | Path, cfg: ModelConfig) -> FolderReport:
+    """Check that the folder a config key names is of a kind that key takes and fits `cfg` (model.*).
+
+    Reads config.json, the tokenizer, and the weights' names and shapes (the MagVIT-v2 tensors, which are
+    small); nothing of the backbone is loaded.
+
+    Raises:
+        FileNotFoundError: the folder (or a file in it) is missing.
+        ValueError: naming the key, the folder and what disagrees.
+    """
+    report = inspect_folder(folder)
+    if report.kind not in FOLDER_KEYS[key]:
+        raise ValueError(f"{key}: {folder} is a {report.kind} folder ({report.description}); {key} takes "
+                         f"{' or '.join(FOLDER_KEYS[key])}")
+    folder = Path(folder)
+    if report.kind == "showo":
+        showo = read_showo_config(folder)
+        check_showo_config(folder / CONFIG_NAME, showo, cfg)
+        path = folder / _weight_files(folder)[0]
+        shapes = _shapes(path)
+        check_sizes(path, shapes, cfg)
+        check_keys(path, shapes, expected_shapes(cfg, showo), "a Show-o model at model's sizes")
+    elif report.kind == "phi":
+        if key == "tokenizer.text_pretrained":
+            load_text_tokenizer(folder, cfg.text_vocab_size)
+        else:
+            _check_phi_config(key, folder, cfg)
+    elif report.kind == "tokenizer":
+        load_text_tokenizer(folder, cfg.text_vocab_size)
+    elif report.kind == "clip":
+        wrong = {name: (getattr(cfg, name), value) for name, value in report.sizes.items()
+                 if getattr(cfg, name) != value}
+        if wrong:
+            raise ValueError(f"{key}: {folder} does not fit model: " + ", ".join(
+                f"model.{name} is {ours}, the folder has {theirs}" for name, (ours, theirs) in wrong.items()))
+    elif report.kind == "magvitv2":
+        load_magvitv2(folder, cfg.vq)
+    return report
+
+
+def _check_phi_config(key: str, folder: Path, cfg: ModelConfig) -> None:
+    raw = _json(folder / CONFIG_NAME)
+    pairs = {"hidden_size": "hidden_size", "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+             "intermediate_size": "intermediate_size", "qk_layernorm": "qk_layernorm"}
+    wrong = [f"model.{ours} is {getattr(cfg, ours)}, the folder has {raw.get(theirs, False)}"
+             for ours, theirs in pairs.items() if raw.get(theirs, False if ours == "qk_layernorm" else None)
+             != getattr(cfg, ours)]
+    if wrong:
+        raise ValueError(f"{key}: {folder / CONFIG_NAME} does not fit model: {', '.join(wrong)}")
 
 
 def release_config(showo: ShowoConfig, shapes: Shapes, clip: CLIPVisionConfig, vq_sizes: dict[str, Any], *,

@@ -208,7 +208,7 @@ def load_showo_state(path: Path, shapes: Shapes, read: Callable[[str], Tensor], 
     """
     if vocab_size < showo.vocab_size:
         raise ValueError(f"vocab_size: {vocab_size} rows, fewer than the {showo.vocab_size} of {path}")
-    _check_sizes(path, shapes, cfg)
+    check_sizes(path, shapes, cfg)
     expected = expected_shapes(cfg, showo)
     check_keys(path, shapes, expected, "a Show-o model at model's sizes")
     phi = build_phi(cfg, vocab_size) if into is None else into
@@ -220,7 +220,7 @@ def load_showo_state(path: Path, shapes: Shapes, read: Callable[[str], Tensor], 
     return ShowoWeights(backbone=phi, projector=projector, config=showo)
 
 
-def _check_sizes(path: Path, shapes: Shapes, cfg: ModelConfig) -> None:
+def check_sizes(path: Path, shapes: Shapes, cfg: ModelConfig) -> None:
     """Compare the architecture the weights imply with the config's (a key too broken to read: `check_keys`)."""
     found: dict[str, tuple[int, int, str]] = {}  # config key -> (ours, the file's, where it was read)
     embed = shapes.get("showo.model.embed_tokens.weight", ())

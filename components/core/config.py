@@ -143,7 +143,8 @@ class IngestConfig:
 class TokenizerConfig:
     """`tokenizer`: fit the VQ image tokenizer on ingested frames, or load a pretrained folder."""
 
-    # pretrained VQ tokenizer folder (save_pretrained format); null = fit one on the ingested frames
+    # pretrained VQ tokenizer folder: Show-o's published `magvitv2` (model.vq.arch magvitv2) or our save_pretrained
+    # format; null = fit one on the ingested frames
     pretrained: str | None
     # optimisation steps when fitting
     steps: int = _f(ge=1)
@@ -464,6 +465,9 @@ class ProjectConfig:
         for name in PRESET_NAMES:
             if name not in self.presets:
                 raise ConfigError(f"presets.{name}: missing (every paper ablation/baseline must be defined)")
+        if self.model.vq.arch == "magvitv2" and self.tokenizer.pretrained is None:
+            raise ConfigError("tokenizer.pretrained: model.vq.arch magvitv2 is Show-o's published tokenizer, which "
+                              "this project loads but never fits; set it to the magvitv2 folder (README, Paper scale)")
         if self.model.prompt_layout == "reference":
             for stage in ("pretrain", "tune"):
                 if getattr(self, stage).mmu_condition:

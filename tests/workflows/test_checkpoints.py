@@ -9,6 +9,7 @@ tokenizer standing in for Phi-1.5's (same files; our small BPE, as Phi-1.5's can
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import torch
 from transformers import PhiConfig, PhiForCausalLM
 
+from components.core.config import load_config, parse_overrides
 from components.data.conversation import encode_text
 from components.evaluation.policy import PlanRequest, load_inference, read_policy_settings
 from envs.playtable.env import PlayTableEnv
@@ -164,3 +166,51 @@ def test_evaluate_runs_the_converted_checkpoint_with_the_release_preset(ray_sess
     metrics = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert metrics["num_chains"] == 2
     assert list(json.loads((tmp_path / "eval" / "results.json").read_text())) == [str(converted)]
+
+
+# ----------------------------------------------------------------- check: the folders a config names
+
+
+@pytest.fixture(scope="module")
+def paper_like(tmp_path_factory):
+    """Published-layout folders at the default model's sizes, and the --set flags that point the config at them."""
+    root = tmp_path_factory.mktemp("paper_like")
+    flags = ["model.qk_layernorm=true", f"model.backbone_path={root / 'show-o-w-clip-vit-512x512'}",
+             f"model.vision_path={root / 'clip-vit-large-patch14-336'}", "model.vq.arch=magvitv2",
+             "model.vq.num_res_blocks=null", "model.vq.base_channels=32", "model.vq.channel_mult=[1,1,2,2]",
+             "model.vq.res_blocks=[1,1,1,1]", "model.vq.decoder_channel_mult=[1,1,2,2]",
+             "model.vq.decoder_res_blocks=[1,1,1,1]", f"tokenizer.pretrained={root / 'magvitv2'}",
+             f"tokenizer.text_pretrained={root / 'phi-1_5'}"]
+    cfg = load_config(PROJECT_ROOT / "params.yaml", overrides=parse_overrides(flags)).model
+    write_tiny_showo(root / "show-o-w-clip-vit-512x512", cfg)
+    write_tiny_clip(root / "clip-vit-large-patch14-336", cfg)
+    write_tiny_magvitv2(root / "magvitv2", cfg.vq)
+    build_text_tokenizer(load_eval_instructions().values(), cfg.text_vocab_size).save_pretrained(root / "phi-1_5")
+    return root, cfg, flags
+
+
+def check(flags: list[str]) -> int:
+    return main(["check", "--params", str(PROJECT_ROOT / "params.yaml"), *(f"--set={f}" for f in flags)])
+
+
+def test_check_passes_when_every_folder_is_there_and_fits(paper_like, capsys):
+    assert check(paper_like[2]) == 0
+    out = capsys.readouterr().out
+    for key, kind in [("model.backbone_path", "showo"), ("model.vision_path", "clip"),
+                      ("tokenizer.pretrained", "magvitv2"), ("tokenizer.text_pretrained", "tokenizer")]:
+        assert f"ok       {key}: " in out and f"({kind})" in out
+    assert "unused   " not in out and "model.llm_path: none" in out
+
+
+def test_check_names_a_missing_folder_with_its_download_and_a_folder_that_does_not_fit(paper_like, tmp_path,
+                                                                                       capsys):
+    root, cfg, flags = paper_like
+    missing = tmp_path / "nowhere" / "show-o-w-clip-vit-512x512"
+    wider = tmp_path / "wider"
+    write_tiny_showo(wider, dataclasses.replace(cfg, hidden_size=2 * cfg.hidden_size))
+    for folder, expected in [(missing, "huggingface-cli download showlab/show-o-w-clip-vit-512x512"),
+                             (wider, "model.hidden_size"), (root / "clip-vit-large-patch14-336", "takes showo or phi")]:
+        changed = [f"model.backbone_path={folder}" if f.startswith("model.backbone_path=") else f for f in flags]
+        assert check(changed) == 1
+        out = capsys.readouterr().out
+        assert expected in out and "1 folder(s) missing or not fitting" in out
