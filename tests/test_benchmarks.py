@@ -23,6 +23,12 @@ BENCHMARKS = PROJECT_ROOT / "benchmarks"
 NUMBER = r"\d+\.\d+"
 # lines each script must print at smoke size (regular expressions, searched line by line)
 FIGURES = {
+    "contention.py": [
+        *(rf"{workload}: loaded/idle {NUMBER}x \(default {NUMBER}x\), idle {NUMBER}x of default's"
+          for workload in ("tokenizer", "training", "rollout")),
+        rf"  passive +\d+ +{NUMBER} +{NUMBER} +{NUMBER}x",
+        rf"  1 thread +1 +{NUMBER} +{NUMBER} +{NUMBER}x",
+    ],
     "env_step.py": [
         rf"baseline: detailed robot meshes, full renders +{NUMBER} ms/step",
         rf"ours: low-poly robot, layered static camera +{NUMBER} ms/step",
@@ -70,7 +76,7 @@ def test_every_benchmark_has_a_smoke_run():
     assert scripts == set(FIGURES), f"add the new benchmarks to FIGURES (and a --smoke flag): {scripts ^ set(FIGURES)}"
 
 
-@pytest.mark.parametrize("script", ["env_step.py", "model_step.py", "rollouts.py"])
+@pytest.mark.parametrize("script", ["contention.py", "env_step.py", "model_step.py", "rollouts.py"])
 def test_benchmark_runs_at_smoke_size(script):
     assert_figures(script, run_smoke(script))
 

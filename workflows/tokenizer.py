@@ -9,15 +9,18 @@ PSNR, a grid of originals vs reconstructions).
 
 from __future__ import annotations
 
-import argparse
-import json
-from dataclasses import asdict
-from pathlib import Path
+from components.core.entry import cli_main, prepare_environment, write_metrics
 
-from components.core.config import add_config_args, config_from_args, flatten, to_dict
-from components.core.entry import cli_main, write_metrics
-from components.core.tracking import experiment_name, resolve_target, run_name, start_run
-from components.data.tokenizer import prepare_tokenizers
+prepare_environment()  # before torch is imported: how its threads wait (components.core.threads)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from components.core.config import add_config_args, config_from_args, flatten, to_dict  # noqa: E402
+from components.core.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from components.data.tokenizer import prepare_tokenizers  # noqa: E402
 
 
 @cli_main

@@ -2,7 +2,7 @@
 
 from components.core.entry import prepare_environment, write_metrics
 
-prepare_environment()  # before anything imports Ray or transformers
+prepare_environment()  # before anything imports torch, Ray or transformers
 ...
 write_metrics(summary.metrics(), args.metrics)
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from components.core.config import ConfigError
+from components.core.threads import configure_threads
 
 # read by Ray and Hugging Face when they are imported, so they are set before that, never overriding the user's
 ENVIRONMENT = {
@@ -30,9 +31,13 @@ ENVIRONMENT = {
 
 
 def prepare_environment() -> None:
-    """Set the defaults of `ENVIRONMENT` that the user has not set."""
+    """Set the defaults of `ENVIRONMENT` that the user has not set, and how torch's threads wait.
+
+    The thread settings (components.core.threads) are read once, when torch loads: call this first.
+    """
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    configure_threads()
 
 
 def write_metrics(metrics: Mapping[str, Any], path: str | Path, *, echo: bool = False) -> Path:

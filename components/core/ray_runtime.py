@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -15,16 +16,31 @@ from contextlib import contextmanager
 
 import ray
 
+from components.core.threads import thread_environment
+
 # Ray Train's detached PlacementGroupCleaner asks the State API whether the train controller is alive, every
 # second; the State API is served by the dashboard, which a local Ray here runs without (1 GB less), so it
 # logs "Failed to query Ray Train Controller actor state" ~3000 times per training stage.
 # The cleaner only matters when a controller dies ungracefully; a local Ray is shut down with its driver.
 _PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+# what Ray's job supervisor gives the driver of a `ray job submit` job: the job config (its runtime_env) as JSON
+_SUBMITTED_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def _quiet_placement_group_cleaner() -> None:
     """Worker setup hook of a local Ray: hide the cleaner's State-API warnings (its errors still show)."""
     logging.getLogger(_PG_CLEANER_LOGGER).setLevel(logging.ERROR)
+
+
+def _submitted_job_env_vars() -> dict[str, str]:
+    """The env_vars of the runtime_env a `ray job submit` gave this driver's job ({} outside such a job).
+
+    Ray refuses a driver's runtime_env that names one of them again; the job's workers have them anyway.
+    """
+    raw = os.environ.get(_SUBMITTED_JOB_CONFIG)
+    if not raw:
+        return {}
+    return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
 
 
 @contextmanager
@@ -34,17 +50,21 @@ def ray_connection(num_cpus: int | None = None, *, log_to_driver: bool = False) 
     A local Ray is always a new one (`address="local"`) bound to loopback, with `num_cpus` CPUs (None =
     all of the machine); it is shut down on exit. A joined or pre-existing Ray is left running.
     `log_to_driver` forwards the workers' stdout/stderr to this terminal (training's progress bar).
+    The job's workers (tasks, actors, Ray Train and Tune workers) start with this driver's torch thread
+    settings (components.core.threads), on this machine or a cluster's nodes.
     """
     if ray.is_initialized():
         yield
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver)
+        env_vars = {k: v for k, v in thread_environment().items() if k not in _submitted_job_env_vars()}
+        ray.init(address=address, log_to_driver=log_to_driver, runtime_env={"env_vars": env_vars})
     else:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
-                 runtime_env={"worker_process_setup_hook": _quiet_placement_group_cleaner})
+                 runtime_env={"worker_process_setup_hook": _quiet_placement_group_cleaner,
+                              "env_vars": thread_environment()})
     try:
         yield
     finally:

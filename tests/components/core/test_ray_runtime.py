@@ -39,3 +39,48 @@ def test_local_ray_silences_the_placement_group_cleaner_in_tasks_and_detached_ac
     assert out.returncode == 0, out.stderr[-3000:]
     levels = json.loads(out.stdout.strip().splitlines()[-1])
     assert levels["task"] == levels["detached_actor"] == levels["error"]
+
+
+# The driver here never sets the thread settings itself (no entry point ran), so the workers can only have
+# them from the runtime_env ray_connection gives the job.
+THREADS_PROBE = """
+import json, os
+import ray
+from components.core.ray_runtime import ray_connection
+
+def wait_settings():
+    return {k: os.environ.get(k) for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+
+@ray.remote(num_cpus=0)
+class Probe:
+    def settings(self):
+        return wait_settings()
+
+with ray_connection(1):
+    task = ray.get(ray.remote(num_cpus=0)(wait_settings).remote())
+    actor = Probe.remote()  # Ray Train's workers are actors
+    in_actor = ray.get(actor.settings.remote())
+print(json.dumps({"driver": wait_settings(), "task": task, "actor": in_actor}))
+"""
+
+
+def test_local_ray_workers_start_with_the_torch_thread_wait_the_driver_never_set():
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", THREADS_PROBE], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    unset = {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None}
+    assert seen == {"driver": unset, "task": {**unset, "GOMP_SPINCOUNT": "500"},
+                    "actor": {**unset, "GOMP_SPINCOUNT": "500"}}
+
+
+def test_a_submitted_jobs_own_env_vars_are_not_named_again(monkeypatch):
+    # Ray refuses a driver runtime_env naming a variable the `ray job submit` runtime_env already sets
+    from components.core.ray_runtime import _SUBMITTED_JOB_CONFIG, _submitted_job_env_vars
+
+    monkeypatch.delenv(_SUBMITTED_JOB_CONFIG, raising=False)
+    assert _submitted_job_env_vars() == {}
+    config = {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"GOMP_SPINCOUNT": "7"}}}
+    monkeypatch.setenv(_SUBMITTED_JOB_CONFIG, json.dumps(config))
+    assert _submitted_job_env_vars() == {"GOMP_SPINCOUNT": "7"}
