@@ -83,7 +83,8 @@ def load_phi(folder: str | Path, cfg: ModelConfig, vocab_size: int, keep_rows: i
     """Load a local Phi checkpoint folder and resize it to the unified vocabulary.
 
     Args:
-        folder: a `PhiForCausalLM.save_pretrained` folder (Phi-1.5, or a Show-o LLM exported as Phi).
+        folder: a `PhiForCausalLM.save_pretrained` folder (Phi-1.5; a published Show-o folder goes through
+            model/showo.py instead).
         cfg: the model config; its backbone sizes must match the checkpoint's.
         vocab_size: rows of the unified vocabulary.
         keep_rows: leading rows kept from the checkpoint (the rest start at the text-row mean).

@@ -99,8 +99,9 @@ COMPACT_VQ = {"arch": "compact", "channel_mult": None, "res_blocks": None, "deco
 class ModelConfig:
     """UP-VLA: Phi backbone + CLIP vision tower + VQ codes + MAP action head (or RT-2 action tokens)."""
 
-    # local transformers Phi folder of a unified (Show-o-style) LLM, loaded when backbone_init is `unified`; null =
-    # random init at the sizes below
+    # local folder of a unified LLM, loaded when backbone_init is `unified`: the published Show-o folder
+    # (show-o-w-clip-vit-512x512, as is, its CLIP projector included) or a transformers Phi folder; null = random init
+    # at the sizes below
     backbone_path: str | None
     # local transformers Phi folder of a plain LLM (Phi-1.5), loaded when backbone_init is `llm`; null = random init at
     # the sizes below
