@@ -23,18 +23,15 @@ hold no weights; dropout is 0. Nothing here trains it (the paper never does): th
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from model.config import VQConfig
-from model.vq_tokenizer import CONFIG_NAME, WEIGHTS_NAME
+from model.vq_tokenizer import WEIGHTS_NAME, read_vq_folder, save_vq_folder
 from model.weights_io import check_keys
 
 
@@ -269,21 +266,13 @@ class MagvitV2Tokenizer(nn.Module):
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write our folder format: `vq_config.json` (with `arch`) + `vq.safetensors`."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_NAME).write_text(json.dumps({"vq": dataclasses.asdict(self.cfg)}, indent=2))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
+        save_vq_folder(folder, self.cfg, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> MagvitV2Tokenizer:
         """Load a folder written by `save_pretrained` (every key checked, model.weights_io.check_keys)."""
-        folder = Path(folder)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder}: missing {name} (not a VQ tokenizer folder)")
-        raw = json.loads((folder / CONFIG_NAME).read_text())["vq"]
-        tok = cls(VQConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}))
-        return tok.load_checked(load_file(str(folder / WEIGHTS_NAME)), folder / WEIGHTS_NAME).to(map_location)
+        cfg, state = read_vq_folder(folder)
+        return cls(cfg).load_checked(state, Path(folder) / WEIGHTS_NAME).to(map_location)
 
     def load_checked(self, state: Mapping[str, Tensor], source: str | Path) -> MagvitV2Tokenizer:
         """Load `state` after checking every key and shape and the quantiser's tables; returns self."""

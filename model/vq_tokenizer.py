@@ -242,20 +242,34 @@ class VQTokenizer(nn.Module):
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write `vq_config.json` + `vq.safetensors` into `folder`."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_NAME).write_text(json.dumps({"vq": dataclasses.asdict(self.cfg)}, indent=2))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
+        save_vq_folder(folder, self.cfg, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> VQTokenizer:
         """Load a folder written by `save_pretrained`."""
-        folder = Path(folder)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder}: missing {name} (not a VQTokenizer folder)")
-        # folders written before VQConfig.arch existed are compact tokenizers
-        cfg = VQConfig(**{**COMPACT_VQ, **json.loads((folder / CONFIG_NAME).read_text())["vq"]})
+        cfg, state = read_vq_folder(folder)
         tok = cls(cfg)
-        tok.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        tok.load_state_dict(state)
         return tok.to(map_location)
+
+
+def save_vq_folder(folder: str | Path, cfg: VQConfig, state: dict[str, Tensor]) -> None:
+    """Our VQ folder format, either arch: `vq_config.json` ({"vq": VQConfig}) + `vq.safetensors`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_NAME).write_text(json.dumps({"vq": dataclasses.asdict(cfg)}, indent=2))
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / WEIGHTS_NAME))
+
+
+def read_vq_folder(folder: str | Path) -> tuple[VQConfig, dict[str, Tensor]]:
+    """The config and weights of a folder written by `save_vq_folder`.
+
+    Folders written before `VQConfig.arch` existed are compact tokenizers; JSON lists become tuples.
+    """
+    folder = Path(folder)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder}: missing {name} (not a VQ tokenizer folder)")
+    raw = {**COMPACT_VQ, **json.loads((folder / CONFIG_NAME).read_text())["vq"]}
+    cfg = VQConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    return cfg, load_file(str(folder / WEIGHTS_NAME))

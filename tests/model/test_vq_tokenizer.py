@@ -93,5 +93,5 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.cfg == CFG
     assert torch.equal(loaded.encode(images), tok.encode(images))
     assert torch.equal(loaded.decode(tok.encode(images)), tok.decode(tok.encode(images)))
-    with pytest.raises(FileNotFoundError, match="not a VQTokenizer folder"):
+    with pytest.raises(FileNotFoundError, match="not a VQ tokenizer folder"):
         VQTokenizer.from_pretrained(tmp_path / "missing")
