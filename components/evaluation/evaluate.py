@@ -81,15 +81,19 @@ def evaluate_checkpoint(cfg: EvaluateConfig, env: EnvConfig, checkpoint: str | P
     folder = resolve_checkpoint(checkpoint, target)
     gpus = ray.cluster_resources().get("GPU", 0.0) if use_gpu else 0.0
     mode, device = choose_inference(cfg.inference, gpus > 0), "cuda" if gpus > 0 else "cpu"
-    identity = {"checkpoint_sha256": checkpoint_digest(folder), "precision": cfg.precision}
+    # every forward runs on this many rows (padded), so a chain's result does not depend on which other
+    # chains replan with it: the env slots one policy serves
+    slots = cfg.envs_per_worker if cfg.batched_inference else 1
+    rows = slots if mode == "local" else slots * cfg.num_workers
+    identity = {"checkpoint_sha256": checkpoint_digest(folder), "precision": cfg.precision, "batch_rows": rows}
     threads = max(1, int(cfg.cpus_per_worker))
     if mode == "local":
-        factory = LocalVLAFactory(str(folder), device, cfg.precision)
+        factory = LocalVLAFactory(str(folder), device, cfg.precision, batch_size=rows)
         return evaluate_policy(cfg, env, factory, out_dir, name=str(checkpoint), identity=identity, log=log,
                                gpus_per_worker=min(1.0, gpus / cfg.num_workers), progress=progress)
     server = ray.remote(InferenceServer).options(num_cpus=cfg.cpus_per_worker, num_gpus=min(1.0, gpus),
                                                  max_restarts=cfg.worker_restarts)
-    handle = server.remote(str(folder), device=device, precision=cfg.precision, threads=threads)
+    handle = server.remote(str(folder), device=device, precision=cfg.precision, threads=threads, batch_size=rows)
     try:
         factory = SharedVLAFactory(handle, read_config(folder / CONFIG_NAME)[0].delta_t)
         return evaluate_policy(cfg, env, factory, out_dir, name=str(checkpoint), identity=identity,

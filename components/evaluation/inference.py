@@ -8,8 +8,9 @@
   batch grows with the number of actors without any waiting window. This is the layout for a GPU: one
   model in GPU memory, many CPU actors stepping physics. (Not measured here: no GPU was available.)
 
-`choose_inference("auto", gpu)` picks `shared` with a GPU and `local` without. Both give the same
-results: every row of a batch is computed independently of the others (components/evaluation/policy.py).
+`choose_inference("auto", gpu)` picks `shared` with a GPU and `local` without. Each forward runs on a
+fixed number of rows (`batch_size`, padded), so a chain's result does not depend on which chains
+replan with it (components/evaluation/policy.py).
 """
 
 from __future__ import annotations
@@ -45,10 +46,13 @@ class LocalVLAFactory:
     checkpoint: str
     device: str = "cpu"
     precision: Precision = "bf16"
+    # rows of every forward (padded; see components/evaluation/policy.py); None: as many as requested
+    batch_size: int | None = None
 
     def __call__(self, envs: Sequence[SimEnv]) -> ChunkedPolicy:
         """A `ChunkedPolicy` over an in-process model, one slot per env."""
-        engine = load_inference(self.checkpoint, device=self.device, precision=self.precision)
+        engine = load_inference(self.checkpoint, device=self.device, precision=self.precision,
+                                batch_size=self.batch_size)
         return ChunkedPolicy(engine, len(envs), delta_t=engine.cfg.delta_t)
 
 
@@ -81,12 +85,12 @@ class InferenceServer:
     """One model answering many rollout actors (an async Ray actor: `ray.remote(InferenceServer)`)."""
 
     def __init__(self, checkpoint: str, *, device: str = "cpu", precision: Precision = "bf16",
-                 threads: int = 1) -> None:
-        """Load the checkpoint; `threads` torch threads run the forwards."""
+                 threads: int = 1, batch_size: int | None = None) -> None:
+        """Load the checkpoint; `threads` torch threads run the forwards of `batch_size` rows (padded)."""
         import torch
 
         torch.set_num_threads(threads)
-        self.engine = load_inference(checkpoint, device=device, precision=precision)
+        self.engine = load_inference(checkpoint, device=device, precision=precision, batch_size=batch_size)
         self._pending: list[tuple[PlanRequest, asyncio.Future]] = []
         self._serving = False
         self._executor = ThreadPoolExecutor(max_workers=1)  # one forward at a time; the event loop stays free

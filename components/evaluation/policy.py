@@ -16,9 +16,13 @@ folder (`VLAModel.save_pretrained` + `policy.json`), an MLflow `runs:/<id>/<path
     policy = load_policy("artifacts/tune/model")
     run_chain(env, policy, chain)                       # envs.protocol, CALVIN's loop
 
-Determinism: with bf16 autocast and text padded to fixed lengths, a row's outputs do not depend on
-the other rows of its batch (checked by tests/components/evaluation/test_policy.py), so evaluation results do
-not depend on how environments are grouped into batches or actors.
+Determinism: a row's outputs do not depend on the other rows' contents (text is padded to fixed lengths),
+but CPU kernels do round differently with the number of rows (a trained default checkpoint's actions
+moved by up to 2e-3 between a batch of one and of two, enough for greedy descriptions and rollouts to
+drift). So `VLAInference(batch_size=B)` runs every forward on exactly B rows, padding with copies of a
+real row and splitting larger requests; the evaluate stage sets B to the env slots a policy serves, so
+results do not depend on which chains happen to replan together (checked by
+tests/components/evaluation/test_policy.py).
 """
 
 from __future__ import annotations
@@ -171,13 +175,21 @@ class InferenceEngine(Protocol):
 class VLAInference:
     """Stateless batched UP-VLA inference (see the module docstring)."""
 
-    def __init__(self, model: VLAModel, settings: PolicySettings, *, precision: Precision = "bf16") -> None:
-        """Wrap an eval-mode model; its text tokenizer encodes instructions and the description prompt."""
+    def __init__(self, model: VLAModel, settings: PolicySettings, *, precision: Precision = "bf16",
+                 batch_size: int | None = None) -> None:
+        """Wrap an eval-mode model; its text tokenizer encodes instructions and the description prompt.
+
+        `batch_size`: every forward (description and actions) runs on exactly this many rows, so a row's
+        result does not depend on how many rows came with it; None: the request's own size.
+        """
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size: must be at least 1, got {batch_size}")
         if model.text_tokenizer is None:
             raise ValueError("the checkpoint has no text tokenizer (tokenizer/); the policy cannot read instructions")
         if precision not in ("bf16", "fp32"):
             raise ValueError(f"precision: must be 'bf16' or 'fp32', got {precision!r}")
         self.model, self.settings, self.bf16 = model.eval(), settings, precision == "bf16"
+        self.batch_size = batch_size
         self.cfg, self.layout = model.cfg, model.layout
         self.device = next(model.parameters()).device
         self._prompt = settings.prompt_ids(model.text_tokenizer)
@@ -194,7 +206,21 @@ class VLAInference:
         return self._instructions[goal]
 
     def plan(self, request: PlanRequest) -> PlanReply:
-        """Descriptions for rows without one, then the action chunk for every row (one forward)."""
+        """Descriptions for rows without one, then the action chunk for every row (one forward per `batch_size`)."""
+        size, rows = self.batch_size, len(request.goals)
+        if size is None or size == rows:
+            return self._plan(request)
+        replies = []
+        for start in range(0, rows, size):
+            block = list(range(start, min(start + size, rows)))
+            padded = block + [block[-1]] * (size - len(block))
+            reply = self._plan(select_rows(request, padded, previews=len(block)))
+            replies.append(PlanReply(reply.actions[:len(block)], reply.descriptions[:len(block)],
+                                     reply.previews[:len(block)]))
+        return PlanReply(np.concatenate([r.actions for r in replies]), [d for r in replies for d in r.descriptions],
+                         [p for r in replies for p in r.previews])
+
+    def _plan(self, request: PlanRequest) -> PlanReply:
         static = torch.from_numpy(np.ascontiguousarray(request.static)).to(self.device)
         descriptions = list(request.descriptions)
         scene_pixels = description_ids = None
@@ -220,9 +246,11 @@ class VLAInference:
     def _describe(self, scene_pixels: torch.Tensor, descriptions: list[list[int] | None]) -> list[list[int]]:
         rows = [i for i, d in enumerate(descriptions) if d is None]
         if rows:
-            prompt = torch.tensor([self._prompt] * len(rows), dtype=torch.long, device=self.device)
-            generated = self.model.generate_description(scene_pixels[rows], prompt, bf16=self.bf16)
-            for row, ids in zip(rows, generated.tolist(), strict=True):
+            # with a fixed batch size, generate on as many rows as the forward has (copies of a missing row)
+            padded = rows + [rows[-1]] * (len(descriptions) - len(rows) if self.batch_size is not None else 0)
+            prompt = torch.tensor([self._prompt] * len(padded), dtype=torch.long, device=self.device)
+            generated = self.model.generate_description(scene_pixels[padded], prompt, bf16=self.bf16)
+            for row, ids in zip(rows, generated.tolist()[:len(rows)], strict=True):
                 descriptions[row] = [t for t in ids if t != self.layout.pad_id]
         return descriptions
 
@@ -242,6 +270,17 @@ class VLAInference:
             views.append(torch.from_numpy(np.ascontiguousarray(gripper)).to(self.device))
         codes = [self.model.vq.encode(vq_pixels(v, self.cfg.vq.image_size)) for v in views]
         return torch.cat(codes, dim=1)
+
+
+def select_rows(request: PlanRequest, rows: list[int], *, previews: int | None = None) -> PlanRequest:
+    """The request made of `rows` (indices may repeat); only the first `previews` of them decode a preview."""
+    keep = len(rows) if previews is None else previews
+    return PlanRequest(
+        goals=[request.goals[i] for i in rows], static=request.static[rows],
+        gripper=None if request.gripper is None else request.gripper[rows],
+        descriptions=[request.descriptions[i] for i in rows],
+        previews=[request.previews[i] and n < keep for n, i in enumerate(rows)],
+        robot_obs=None if request.robot_obs is None else request.robot_obs[rows])
 
 
 class ChunkedPolicy:
@@ -322,10 +361,12 @@ class UPVLAPolicy:
         return self.chunked.act([0], [obs], [goal])[0]
 
 
-def load_inference(folder: str | Path, *, device: str = "cpu", precision: Precision = "bf16") -> VLAInference:
+def load_inference(folder: str | Path, *, device: str = "cpu", precision: Precision = "bf16",
+                   batch_size: int | None = None) -> VLAInference:
     """`VLAInference` over a local checkpoint folder (weights, tokenizer and `policy.json`)."""
     settings = read_policy_settings(folder)
-    return VLAInference(VLAModel.from_pretrained(folder, map_location=device), settings, precision=precision)
+    return VLAInference(VLAModel.from_pretrained(folder, map_location=device), settings, precision=precision,
+                        batch_size=batch_size)
 
 
 def load_policy(checkpoint_or_run: str | Path, *, target: Any = None, device: str = "cpu",

@@ -78,6 +78,37 @@ def test_batched_actions_equal_one_policy_per_env(checkpoint, observations):
             assert action.shape == (7,) and action[-1] in (-1.0, 1.0) and np.all(np.abs(action[:6]) <= 1)
 
 
+def test_every_forward_runs_on_the_fixed_batch_size(checkpoint, observations, monkeypatch):
+    """CPU kernels round differently with the number of rows (a trained checkpoint's actions moved by 2e-3
+    between 1 and 2 rows), so with batch_size=B every forward sees B rows, whatever the request holds."""
+    obs, goals = observations
+    engine = load_inference(checkpoint, batch_size=3)
+    rows, decoded = [], []
+    for name, log in (("predict", rows), ("generate_description", rows), ("decode_codes", decoded)):
+        original = getattr(engine.model, name)
+
+        def spy(tensor, *args, _original=original, _log=log, **kwargs):
+            _log.append(len(tensor.instruction_ids) if hasattr(tensor, "instruction_ids") else tensor.shape[0])
+            return _original(tensor, *args, **kwargs)
+        monkeypatch.setattr(engine.model, name, spy)
+
+    def request(count, previews):
+        picked = [i % 3 for i in range(count)]  # 4 rows: obs 0, 1, 2, 0
+        return PlanRequest([goals[i] for i in picked], np.stack([obs[i]["rgb_obs"]["rgb_static"] for i in picked]),
+                           None, [None] * count, [previews] * count)
+
+    replies = {count: engine.plan(request(count, previews=count == 4)) for count in (1, 2, 3, 4)}
+    assert set(rows) == {3}  # 1, 2 and 3 rows padded to 3; 4 rows split into 3 + 1 padded
+    assert decoded == [1] * 4  # previews decoded for the requested rows only, not the padding
+    for count, reply in replies.items():
+        assert reply.actions.shape == (count, CHUNK, 7) and len(reply.descriptions) == len(reply.previews) == count
+        assert np.array_equal(reply.actions[0], replies[1].actions[0]) and reply.descriptions[0] == \
+            replies[1].descriptions[0]
+    assert np.array_equal(replies[4].actions[3], replies[1].actions[0])  # row 3 is obs 0 again, in the 2nd block
+    with pytest.raises(ValueError, match="batch_size"):
+        load_inference(checkpoint, batch_size=0)
+
+
 def test_description_once_per_subtask_and_a_replan_every_chunk(checkpoint, observations):
     obs, goals = observations
     engine = CountingEngine(load_inference(checkpoint))
