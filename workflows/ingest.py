@@ -20,7 +20,7 @@ from pathlib import Path  # noqa: E402
 
 from components.core.config import add_config_args, config_from_args, flatten, to_dict  # noqa: E402
 from components.core.ray_runtime import ray_connection  # noqa: E402
-from components.core.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from components.core.tracking import experiment_name, folder_dataset, resolve_target, run_name, start_run  # noqa: E402
 from components.data.ingest import ingest_datasets, resolve_sources, summary_dict  # noqa: E402
 from envs.describe import describe_scene  # noqa: E402
 
@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     sources = resolve_sources(cfg.ingest, Path(args.raw))
     name = run_name("ingest", cfg.experiment.preset, cfg.experiment.seed)
+    inputs = [folder_dataset(path, "ingest", name=source) for source, path in sources.items() if path is not None]
     with start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
-                   params=flatten(to_dict(cfg.ingest), "ingest.")) as run, ray_connection(cfg.cluster.num_cpus):
+                   params=flatten(to_dict(cfg.ingest), "ingest."), inputs=inputs) as run, \
+            ray_connection(cfg.cluster.num_cpus):
         # every CALVIN frame (real or collected) gets its ground-truth description from its state
         summary = ingest_datasets(cfg.ingest, sources, Path(args.out), describe=describe_scene, log=run)
     write_metrics(summary.metrics(), args.metrics)

@@ -20,7 +20,7 @@ from pathlib import Path  # noqa: E402
 
 from components.core.config import add_config_args, config_from_args, flatten, to_dict  # noqa: E402
 from components.core.ray_runtime import ray_connection  # noqa: E402
-from components.core.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from components.core.tracking import experiment_name, folder_dataset, resolve_target, run_name, start_run  # noqa: E402
 from components.data.pretokenize import pretokenize_frames  # noqa: E402
 
 
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     name = run_name("pretokenize", cfg.experiment.preset, cfg.experiment.seed)
     params = flatten(to_dict(cfg.pretokenize), "pretokenize.")
     with start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
-                   params=params) as run, ray_connection(cfg.cluster.num_cpus):
+                   params=params, inputs=[folder_dataset(args.ingested, "encoding"), folder_dataset(args.vq, "encoder")]
+                   ) as run, ray_connection(cfg.cluster.num_cpus):
         summary = pretokenize_frames(cfg.pretokenize, cfg.model, Path(args.vq), Path(args.ingested), Path(args.out),
                                      log=run)
     write_metrics(asdict(summary), args.metrics)

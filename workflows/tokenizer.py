@@ -19,7 +19,7 @@ from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from components.core.config import add_config_args, config_from_args, flatten, to_dict  # noqa: E402
-from components.core.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from components.core.tracking import experiment_name, folder_dataset, resolve_target, run_name, start_run  # noqa: E402
 from components.data.tokenizer import prepare_tokenizers  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     name = run_name("tokenizer", cfg.experiment.preset, cfg.experiment.seed)
     params = flatten(to_dict(cfg.tokenizer), "tokenizer.") | flatten(to_dict(cfg.model.vq), "model.vq.")
     with start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
-                   params=params) as run:
+                   params=params, inputs=[folder_dataset(args.ingested, "training")]) as run:
         summary = prepare_tokenizers(cfg.tokenizer, cfg.model, Path(args.ingested), Path(args.out),
                                      seed=cfg.experiment.seed, log=run)
     write_metrics(asdict(summary), args.metrics)

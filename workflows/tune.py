@@ -22,7 +22,7 @@ from pathlib import Path  # noqa: E402
 from components.core.config import add_config_args, config_from_args  # noqa: E402
 from components.core.ray_runtime import ray_connection  # noqa: E402
 from components.core.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
-from components.training.train import add_input_args, stage_inputs, stage_params, tune  # noqa: E402
+from components.training.train import add_input_args, stage_datasets, stage_inputs, stage_params, tune  # noqa: E402
 
 
 @cli_main
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = stage_inputs(args, init_model=args.init if cfg.tune.init_from == "pretrain" else None)
     name = run_name("tune", cfg.experiment.preset, cfg.experiment.seed)
     tracking = start_run(resolve_target(cfg.tracking), experiment_name(cfg.tracking, "pipeline"), name,
-                         params=stage_params(cfg, "tune"))
+                         params=stage_params(cfg, "tune"), inputs=stage_datasets(inputs))
     with tracking as run, ray_connection(cfg.cluster.num_cpus, log_to_driver=True):  # workers' progress bar shown
         summary = tune(cfg, inputs, Path(args.out), storage=Path(args.storage), log=run)
     write_metrics(summary.metrics(), args.metrics, echo=True)

@@ -7,13 +7,21 @@ run ids, never MLflow's process-global "active run", so the same calls work from
 subprocess, a Ray task or a Ray Train worker: resolve a `TrackingTarget` on the driver (absolute
 paths), ship it with the run id, and `attach_run` there.
 
+Every run records where it came from: the entry script and the git commit of the checkout (MLflow's
+Source column; `upvla.git.dirty` says whether tracked files had uncommitted changes), and the data it
+read as MLflow dataset inputs (the Dataset column; `DatasetRef`, `folder_dataset`), each with a digest
+so two runs that read different data are told apart.
+
 Browse with `make ui` (the MLflow UI on 127.0.0.1, same store).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,10 +29,73 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from components.core.config import TrackingConfig
+from components.core.config import PROJECT_ROOT, TrackingConfig
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit for params
 MAX_METRICS_PER_BATCH = 1000
+# a dataset folder's digest reads the bytes of these files (manifests, metadata); the others count by path and size
+DIGEST_READ_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """Data a run read, as an MLflow dataset input: a name, a content digest, where it is, and how it was used."""
+
+    name: str
+    digest: str
+    # a path or a description of where the data comes from
+    source: str
+    # MLflow's `mlflow.data.context` tag: training, evaluation, ...
+    context: str
+    source_type: str = "local"
+
+
+def folder_dataset(path: str | Path, context: str, *, name: str | None = None) -> DatasetRef:
+    """A `DatasetRef` of a file or folder, named by its path in the project unless `name` is given.
+
+    The digest covers every file's relative path and size, and the bytes of its JSON/YAML files
+    (manifests, metadata), so it is cheap on a large dataset (26k files of collected CALVIN data) and
+    changes when the data's layout or manifests do.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the dataset a run read does not exist")
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path) if file != path else file.name}\0{size}\0".encode())
+        if file.suffix in DIGEST_READ_SUFFIXES:
+            digest.update(file.read_bytes())
+    try:
+        shown = path.resolve().relative_to(PROJECT_ROOT)
+    except ValueError:
+        shown = path.resolve()
+    return DatasetRef(name or str(shown), digest.hexdigest()[:16], str(path.resolve()), context)
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags for a run started by this process: the entry script, git commit and dirty flag."""
+    entry = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] and Path(sys.argv[0]).is_file() else None
+    try:
+        name = str(entry.relative_to(PROJECT_ROOT)) if entry is not None else "python"
+    except ValueError:  # a module run with -m, or a script outside the project
+        name = str(entry) if entry is not None else "python"
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": name}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return tags | {"upvla.git.commit": f"unknown ({type(err).__name__})"}
+    if commit.returncode != 0:  # e.g. a `ray job submit` working-dir copy without .git
+        return tags | {"upvla.git.commit": "unknown (not a git checkout)"}
+    return tags | {"mlflow.source.git.commit": commit.stdout.strip(),
+                   "upvla.git.dirty": str(bool(status.stdout.strip())).lower()}
 
 
 @dataclass(frozen=True)
@@ -103,6 +174,9 @@ class MetricLogger(Protocol):
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set run tags."""
 
+    def log_inputs(self, datasets: list[DatasetRef]) -> None:
+        """Record the data the run read (MLflow dataset inputs)."""
+
 
 class NullLogger:
     """A `MetricLogger` that records nothing: the default for stages called outside a tracked run."""
@@ -128,6 +202,9 @@ class NullLogger:
         pass
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:  # noqa: D102
+        pass
+
+    def log_inputs(self, datasets: list[DatasetRef]) -> None:  # noqa: D102
         pass
 
 
@@ -204,6 +281,15 @@ class MlflowRun:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
 
+    def log_inputs(self, datasets: list[DatasetRef]) -> None:
+        """Record `datasets` as the run's dataset inputs (the UI's Dataset column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(Dataset(d.name, d.digest, d.source_type, d.source),
+                               [InputTag("mlflow.data.context", d.context)]) for d in datasets]
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+
 
 def _param_value(value: Any) -> str:
     text = str(value)
@@ -250,12 +336,13 @@ def start_run(
     parent_run_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    inputs: list[DatasetRef] | None = None,
 ) -> Iterator[MlflowRun]:
     """Create a run (a child of `parent_run_id` if given), yield it, and end it.
 
     The run ends FINISHED, or FAILED if the block raises (the exception propagates).
     """
-    run = create_run(target, experiment, name, parent_run_id=parent_run_id, tags=tags, params=params)
+    run = create_run(target, experiment, name, parent_run_id=parent_run_id, tags=tags, params=params, inputs=inputs)
     try:
         yield run
     except BaseException:
@@ -265,19 +352,22 @@ def start_run(
 
 
 def create_run(target: TrackingTarget, experiment: str, name: str, *, parent_run_id: str | None = None,
-               tags: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None) -> MlflowRun:
-    """Create a RUNNING run that the caller ends with `end_run`.
+               tags: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+               inputs: list[DatasetRef] | None = None) -> MlflowRun:
+    """Create a RUNNING run that the caller ends with `end_run`; it carries `source_tags()` and `inputs`.
 
     For runs that outlive one block of code (a workflow's children, finished by Ray tasks); prefer
     `start_run` otherwise.
     """
     experiment_id = get_or_create_experiment(target, experiment)
-    all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    all_tags = source_tags() | {str(k): str(v) for k, v in (tags or {}).items()}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = MlflowRun(target, make_client(target).create_run(experiment_id, run_name=name, tags=all_tags).info.run_id)
     if params:
         run.log_params(params)
+    if inputs:
+        run.log_inputs(inputs)
     return run
 
 

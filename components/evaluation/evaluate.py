@@ -19,6 +19,8 @@ Run: `python -m workflows.evaluate [--checkpoint DIR | --run-id ID]` (or `dvc re
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from tqdm import tqdm
 
 from components.core.checkpoint_refs import resolve_checkpoint
 from components.core.config import EvaluateConfig
-from components.core.tracking import NULL_LOGGER, MetricLogger, TrackingTarget
+from components.core.tracking import NULL_LOGGER, DatasetRef, MetricLogger, TrackingTarget, folder_dataset
 from components.evaluation.inference import InferenceServer, LocalVLAFactory, SharedVLAFactory, choose_inference
 from components.evaluation.policy import checkpoint_digest
 from components.evaluation.results_log import ResultsLog
@@ -70,6 +72,14 @@ class EvaluateSummary:
         return flat | {f"task_sr/{task}": rate for task, rate in self.metrics()["task_success"].items()}
 
 
+def chain_dataset(chains: list, env: EnvConfig) -> DatasetRef:
+    """The evaluation chains as an MLflow dataset input (digest over their initial states and tasks)."""
+    digest = hashlib.sha256(json.dumps(chains, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return DatasetRef(f"calvin-chains-{env.name}-{env.scene}-{len(chains)}", digest,
+                      f"envs.sequences.get_sequences(1000)[:{len(chains)}] in {env.name} scene {env.scene}",
+                      "evaluation", source_type="code")
+
+
 def evaluate_checkpoint(cfg: EvaluateConfig, env: EnvConfig, checkpoint: str | Path, out_dir: str | Path, *,
                         target: TrackingTarget | None = None, use_gpu: bool = False, log: MetricLogger = NULL_LOGGER,
                         progress: bool = True) -> EvaluateSummary:
@@ -79,6 +89,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig, env: EnvConfig, checkpoint: str | P
     `use_gpu` and the Ray cluster has one.
     """
     folder = resolve_checkpoint(checkpoint, target)
+    log.log_inputs([folder_dataset(folder, "policy", name=f"checkpoint {checkpoint}")])
     gpus = ray.cluster_resources().get("GPU", 0.0) if use_gpu else 0.0
     mode, device = choose_inference(cfg.inference, gpus > 0), "cuda" if gpus > 0 else "cpu"
     # every forward runs on this many rows (padded), so a chain's result does not depend on which other
@@ -124,6 +135,7 @@ def evaluate_policy(cfg: EvaluateConfig, env: EnvConfig, policy: PolicyFactory, 
     """
     out_dir = Path(out_dir)
     all_chains = get_sequences(1000)
+    log.log_inputs([chain_dataset(all_chains[:cfg.num_sequences], env)])
     description = {**identity, "env": env.name, "scene": env.scene, "ep_len": cfg.ep_len,
                    "calvin_dataset_path": env.calvin_dataset_path}
     results_log = ResultsLog(out_dir / "logs", description)

@@ -43,7 +43,7 @@ from components.data.tokenizer import prepare_tokenizers
 from components.evaluation.evaluate import evaluate_checkpoint
 from components.experiments.ablations import AblationPlan, Variant, ablation_tables
 from components.training.inputs import StageInputs
-from components.training.train import train_stage
+from components.training.train import train_stage, training_datasets
 from envs.describe import describe_scene
 
 DONE = "done.json"  # written last in a stage folder: the stage finished and its outputs are complete
@@ -190,13 +190,14 @@ def _run_variants(plan: AblationPlan, inputs: StageInputs, paths: AblationPaths,
     for key, group in plan.pretrain_groups().items():
         name = run_name("pretrain", "+".join(v.preset for v in group), seed)
         run = create_run(target, experiment, name, parent_run_id=parent_id,
-                         tags={"upvla.role": "stage", "upvla.key": key})
+                         tags={"upvla.role": "stage", "upvla.key": key}, inputs=training_datasets(inputs))
         ref = pretrain_task.remote(group[0].cfg, inputs, str(paths.stage("pretrain", key)), str(paths.storage), run)
         stage1[key] = (ref, run)
     pending: dict[str, tuple[Any, MlflowRun]] = {}
     for variant in plan.variants:
         run = create_run(target, experiment, run_name("ablation", variant.preset, seed), parent_run_id=parent_id,
-                         tags=_variant_tags(variant, stage1), params=variant_params(variant.cfg))
+                         tags=_variant_tags(variant, stage1), params=variant_params(variant.cfg),
+                         inputs=training_datasets(inputs))
         init = stage1[variant.pretrain_key][0] if variant.pretrain_key else None
         tune_folder = paths.stage("tune", variant.tune_key)
         eval_folder = paths.stage(f"evaluate-{variant.preset}", variant.tune_key)

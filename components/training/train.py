@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from components.core.config import ProjectConfig, flatten, to_dict
-from components.core.tracking import NULL_LOGGER, MetricLogger
+from components.core.tracking import NULL_LOGGER, DatasetRef, MetricLogger, folder_dataset
 from components.evaluation.policy import PolicySettings, save_policy_settings
 from components.training.inputs import StageInputs
 from components.training.loop import TrainJob, train_worker
@@ -197,6 +197,20 @@ def stage_inputs(args: argparse.Namespace, *, init_model: str | None) -> StageIn
     """`StageInputs` from the flags of `add_input_args`."""
     return StageInputs.of(tokens_dir=args.tokens, ingested_dir=args.ingested, vq_dir=args.vq,
                           text_tokenizer_dir=args.text_tokenizer, init_model=init_model)
+
+
+def training_datasets(inputs: StageInputs) -> list[DatasetRef]:
+    """The training data of a stage as MLflow dataset inputs: the token shards and the ingested tables."""
+    return [folder_dataset(inputs.tokens_dir, "training"), folder_dataset(inputs.ingested_dir, "training")]
+
+
+def stage_datasets(inputs: StageInputs) -> list[DatasetRef]:
+    """What a stage reads, as MLflow dataset inputs: its training data and the model it starts from."""
+    datasets = training_datasets(inputs)
+    if inputs.init_model is not None:
+        return [*datasets, folder_dataset(inputs.init_model, "initial model")]
+    return [*datasets, folder_dataset(inputs.vq_dir, "initial model"),
+            folder_dataset(inputs.text_tokenizer_dir, "initial model")]
 
 
 def stage_params(cfg: ProjectConfig, stage: str) -> dict[str, Any]:

@@ -10,9 +10,10 @@ import textwrap
 import pytest
 from mlflow.tracking import MlflowClient
 
-from components.core.config import TrackingConfig
+from components.core.config import PROJECT_ROOT, TrackingConfig
 from components.core.tracking import (
     attach_run,
+    folder_dataset,
     experiment_name,
     find_runs,
     resolve_target,
@@ -48,6 +49,30 @@ def test_run_in_process_logs_params_metrics_artifacts(tracking_target, tmp_path)
     assert [m.value for m in client.get_metric_history(run.run_id, "loss")] == [2.0, 1.0]
     assert {a.path for a in client.list_artifacts(run.run_id)} == {"notes", "summary.json"}
     assert got.info.artifact_uri.startswith(tracking_target.artifact_root)
+
+
+def test_runs_record_their_source_commit_and_the_data_they_read(tracking_target, tmp_path):
+    """The UI's Source and Dataset columns: the git commit of the checkout and each input with a digest."""
+    data = tmp_path / "tokens"
+    data.mkdir()
+    (data / "manifest.json").write_text('{"shards": 1}')
+    (data / "shard-0.parquet").write_bytes(b"x" * 100)
+    first = folder_dataset(data, "training")
+    with start_run(tracking_target, "upvla-test", "tune-full-s0", inputs=[first]) as run:
+        pass
+    got = MlflowClient(tracking_target.uri).get_run(run.run_id)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+    assert got.data.tags["mlflow.source.git.commit"] == head and got.data.tags["upvla.git.dirty"] in ("true", "false")
+    assert got.data.tags["mlflow.source.type"] == "LOCAL"
+    (logged,) = got.inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest, logged.dataset.source) == (str(data), first.digest, str(data))
+    assert [(t.key, t.value) for t in logged.tags] == [("mlflow.data.context", "training")]
+    (data / "manifest.json").write_text('{"shards": 2}')  # same sizes, other manifest
+    assert folder_dataset(data, "training").digest != first.digest
+    (data / "shard-0.parquet").write_bytes(b"x" * 101)
+    assert len({folder_dataset(data, "training").digest, first.digest}) == 2
+    with pytest.raises(FileNotFoundError, match="missing"):
+        folder_dataset(tmp_path / "missing", "training")
 
 
 def test_failed_block_marks_the_run_failed(tracking_target):
