@@ -56,6 +56,8 @@ class EvaluateSummary:
     steps_per_s: float
     inference: str
     worker_failures: int
+    # subtasks completed by each chain, in chain-index order (bootstrap intervals, paired comparisons)
+    chain_lengths: tuple[int, ...] = ()
 
     def metrics(self) -> dict[str, Any]:
         """metrics/eval.json: average length, chain success 1..5, per-task success rate."""
@@ -162,7 +164,8 @@ def evaluate_policy(cfg: EvaluateConfig, env: EnvConfig, policy: PolicyFactory, 
     finally:
         bar.close()
     summary = EvaluateSummary(name, summarize(results.values()), stats.chains, resumed, stats.env_steps,
-                              stats.steps_per_s, inference, stats.worker_failures)
+                              stats.steps_per_s, inference, stats.worker_failures,
+                              tuple(results[i].completed for i in sorted(results)))
     write_outputs(summary, out_dir, log)
     return summary
 

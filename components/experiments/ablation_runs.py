@@ -25,8 +25,10 @@ to `reports_dir` and to the parent run.
 from __future__ import annotations
 
 import json
+import os
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,17 +38,28 @@ import ray
 
 from components.collection.collect import collect_datasets
 from components.core.config import ProjectConfig, flatten, to_dict
-from components.core.tracking import MetricLogger, MlflowRun, TrackingTarget, create_run, end_run, run_name, start_run
+from components.core.tracking import (
+    MetricLogger,
+    MlflowRun,
+    TrackingTarget,
+    create_run,
+    end_run,
+    run_name,
+    source_tags,
+    start_run,
+)
 from components.data.ingest import ingest_datasets, resolve_sources
 from components.data.pretokenize import pretokenize_frames
 from components.data.tokenizer import prepare_tokenizers
 from components.evaluation.evaluate import evaluate_checkpoint
+from components.evaluation.task_trials import ARTICULATED, evaluate_tasks
 from components.experiments.ablations import AblationPlan, Variant, ablation_tables
 from components.training.inputs import StageInputs
 from components.training.train import train_stage, training_datasets
 from envs.describe import describe_scene
 
 DONE = "done.json"  # written last in a stage folder: the stage finished and its outputs are complete
+TRIALS_FILE = "task_trials.json"  # a variant's single-task trials, beside its evaluation
 # config sections a variant's run records as parameters (the MLflow compare view shows their differences)
 PARAM_SECTIONS = ("experiment", "model", "pretrain", "tune", "evaluate", "env")
 
@@ -138,15 +151,49 @@ def pretrain_task(cfg: ProjectConfig, inputs: StageInputs, folder: str, storage:
     return train_once("pretrain", cfg, inputs, Path(folder), Path(storage), run)["model_dir"]
 
 
+@dataclass(frozen=True)
+class TrialSpec:
+    """The single-task trials every variant gets besides the chains: `trials` of each of `tasks`, same starts."""
+
+    tasks: tuple[str, ...] = ARTICULATED
+    trials: int = 20
+
+
+def task_trials_once(cfg: ProjectConfig, model: str, folder: Path, spec: TrialSpec,
+                     log: MetricLogger) -> dict[str, dict[str, int]]:
+    """{task: {"successes", "trials"}} of `model`, run unless `folder` holds them for the same tasks and count."""
+    path = folder / TRIALS_FILE
+    wanted = {"tasks": list(spec.tasks), "trials": spec.trials}
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if {k: record.get(k) for k in wanted} == wanted:
+            return record["results"]
+    found = evaluate_tasks(model, spec.tasks, trials=spec.trials, scene=cfg.env.scene, ep_len=cfg.evaluate.ep_len,
+                           workers=cfg.evaluate.num_workers)
+    results = {task: {"successes": r.successes, "trials": r.trials} for task, r in found.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**wanted, "results": results}, indent=2))
+    successes, trials = sum(r["successes"] for r in results.values()), sum(r["trials"] for r in results.values())
+    log.log_metrics({f"trials/{task}": r["successes"] / max(1, r["trials"]) for task, r in results.items()}
+                    | {"trials/total_successes": successes, "trials/total": trials})
+    return results
+
+
 @ray.remote(num_cpus=0)
 def variant_task(cfg: ProjectConfig, inputs: StageInputs, init_model: str | None, tune_folder: str,
-                 eval_folder: str, storage: str, run: MlflowRun) -> dict[str, Any]:
-    """Stage 2 of one variant (from `init_model`, stage 1's folder, when given), then its evaluation."""
+                 eval_folder: str, storage: str, run: MlflowRun, trials: TrialSpec | None = None) -> dict[str, Any]:
+    """Stage 2 of one variant (from `init_model`, stage 1's folder, when given), then its evaluation.
+
+    Returns the evaluation's metrics, its per-chain lengths and, with `trials`, the single-task trials.
+    """
     inputs = StageInputs.of(**{**asdict(inputs), "init_model": init_model})
     model = train_once("tune", cfg, inputs, Path(tune_folder), Path(storage), run)["model_dir"]
     summary = evaluate_checkpoint(cfg.evaluate, cfg.env, model, eval_folder, use_gpu=cfg.cluster.use_gpu, log=run,
                                   progress=False)
-    return summary.metrics()
+    out = summary.metrics() | {"chain_lengths": list(summary.chain_lengths)}
+    if trials is not None and trials.trials > 0:
+        out["task_trials"] = task_trials_once(cfg, model, Path(eval_folder), trials, run)
+    return out
 
 
 def variant_params(cfg: ProjectConfig) -> dict[str, Any]:
@@ -155,7 +202,8 @@ def variant_params(cfg: ProjectConfig) -> dict[str, Any]:
 
 
 def run_ablations(plan: AblationPlan, raw_dir: Path | None, paths: AblationPaths, *, target: TrackingTarget,
-                  experiment: str, reports_dir: Path) -> AblationSummary:
+                  experiment: str, reports_dir: Path, trials: TrialSpec | None = None,
+                  provenance: Mapping[str, Any] | None = None) -> AblationSummary:
     """Run the plan (see the module docstring); a failed variant is reported, the others still finish.
 
     Args:
@@ -166,9 +214,16 @@ def run_ablations(plan: AblationPlan, raw_dir: Path | None, paths: AblationPaths
         target: the MLflow store every task logs to.
         experiment: the MLflow experiment (`<prefix>-ablations`).
         reports_dir: gets table3.md / table1.md / results.json.
+        trials: single-task trials of every variant (PlayTable only); None or 0 trials: chains only.
+        provenance: how the run was asked for (params file, profile, overrides), shown above the tables with
+            the commit, each variant's config key, the machine and the wall time.
     """
     first = plan.variants[0].cfg
+    if trials is not None and trials.trials > 0 and first.env.name != "playtable":
+        raise ValueError(f"env.name: single-task trials run in PlayTable, got {first.env.name!r} "
+                         "(pass --task-trials 0)")
     seed = first.experiment.seed
+    begin = time.perf_counter()
     tags = {"upvla.presets": ",".join(v.preset for v in plan.variants)}
     with start_run(target, experiment, run_name("ablations", "all", seed), tags=tags) as parent:
 
@@ -178,13 +233,60 @@ def run_ablations(plan: AblationPlan, raw_dir: Path | None, paths: AblationPaths
 
         inputs = prepare_data(first, raw_dir, paths.stage("data", plan.data_key),
                               lambda stage: child(run_name(stage, "shared", seed)))
-        results, failed = _run_variants(plan, inputs, paths, target, experiment, parent.run_id)
-        tables = write_tables(results, failed, reports_dir, parent)
+        results, failed = _run_variants(plan, inputs, paths, target, experiment, parent.run_id, trials)
+        about = {**(provenance or {}), **run_provenance(plan, time.perf_counter() - begin, trials)}
+        tables = write_tables(results, failed, reports_dir, parent, setting=evaluation_setting(first),
+                              provenance=about)
     return AblationSummary(parent.run_id, results, failed, tables)
 
 
+def evaluation_setting(cfg: ProjectConfig) -> str:
+    """What the variants were trained and evaluated on, for the tables' titles (e.g. `CALVIN D->D in playtable`)."""
+    train = "".join(cfg.collect.train_scenes) if cfg.env.name == "playtable" else "dataset"
+    return f"CALVIN {train}->{cfg.env.scene}, {cfg.env.name}"
+
+
+def run_provenance(plan: AblationPlan, wall_s: float, trials: TrialSpec | None) -> dict[str, str]:
+    """The commit, config keys, machine and wall time behind a table."""
+    tags = source_tags()
+    commit = tags.get("mlflow.source.git.commit", tags.get("upvla.git.commit", "unknown"))
+    if tags.get("upvla.git.dirty") == "true":
+        commit += " (with uncommitted changes)"
+    first = plan.variants[0].cfg
+    about = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+             "config keys (stage 2, per variant)": ", ".join(f"{v.preset} {v.tune_key}" for v in plan.variants),
+             "data key": plan.data_key, "seed": str(first.experiment.seed),
+             "chains": f"CALVIN's first {first.evaluate.num_sequences} evaluation chains, ep_len "
+                       f"{first.evaluate.ep_len}",
+             "machine": machine_description(), "wall time": f"{wall_s / 60:.1f} min (this invocation; "
+                                                            "reused stages not included)"}
+    if trials is not None and trials.trials > 0:
+        about["single-task trials"] = f"{trials.trials} of each of {', '.join(trials.tasks)}"
+    return about
+
+
+def machine_description() -> str:
+    """CPU model and count, memory, GPU and torch version of this machine."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    memory = ""
+    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        memory = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} CPUs{memory}, {gpu}, {platform.system()}, torch {torch.__version__}"
+
+
 def _run_variants(plan: AblationPlan, inputs: StageInputs, paths: AblationPaths, target: TrackingTarget,
-                  experiment: str, parent_id: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+                  experiment: str, parent_id: str,
+                  trials: TrialSpec | None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     seed = plan.variants[0].cfg.experiment.seed
     stage1: dict[str, tuple[Any, MlflowRun]] = {}
     for key, group in plan.pretrain_groups().items():
@@ -202,7 +304,7 @@ def _run_variants(plan: AblationPlan, inputs: StageInputs, paths: AblationPaths,
         tune_folder = paths.stage("tune", variant.tune_key)
         eval_folder = paths.stage(f"evaluate-{variant.preset}", variant.tune_key)
         ref = variant_task.remote(variant.cfg, inputs, init, str(tune_folder), str(eval_folder), str(paths.storage),
-                                  run)
+                                  run, trials)
         pending[variant.preset] = (ref, run)
     for ref, run in stage1.values():
         _finish(ref, run)
@@ -236,13 +338,15 @@ def _finish(ref: Any, run: MlflowRun) -> Any:
 
 
 def write_tables(results: dict[str, dict[str, Any]], failed: dict[str, str], reports_dir: Path,
-                 parent: MlflowRun) -> dict[str, str]:
+                 parent: MlflowRun, *, setting: str = "CALVIN",
+                 provenance: Mapping[str, Any] | None = None) -> dict[str, str]:
     """table3.md / table1.md / results.json into `reports_dir`, logged to the parent run under `tables/`."""
     reports_dir.mkdir(parents=True, exist_ok=True)
-    tables = ablation_tables(results)
+    tables = ablation_tables(results, setting=setting, provenance=provenance)
     for name, text in tables.items():
         (reports_dir / name).write_text(text)
-    (reports_dir / "results.json").write_text(json.dumps({"results": results, "failed": failed}, indent=2))
+    (reports_dir / "results.json").write_text(json.dumps({"results": results, "failed": failed,
+                                                          "provenance": dict(provenance or {})}, indent=2))
     parent.log_metrics({f"avg_seq_len/{preset}": m["avg_seq_len"] for preset, m in results.items()})
     parent.log_artifact(reports_dir, "tables")
     return tables

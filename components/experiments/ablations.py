@@ -4,6 +4,9 @@
     plan.pretrain_groups()      # {key: (variants sharing that stage-1 model)}, e.g. full + no_mmu_condition
     tables = ablation_tables({"full": metrics, "no_mmu": metrics})   # {"table3.md": ..., "table1.md": ...}
 
+The tables carry 95% intervals (components/experiments/intervals.py) and mark the rows the intervals cannot
+separate from the full model.
+
 A stage's key is a hash of exactly the config it depends on (the sections `dvc.yaml` lists for it, plus
 the keys of the stages it starts from), so two presets share a stage exactly when DVC would consider its
 output the same: the data stages (collect/ingest/tokenizer/pretokenize) are shared by every preset; stage 1
@@ -23,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.core.config import ProjectConfig, to_dict
-from components.reporting.report import calvin_table
+from components.experiments.intervals import RESAMPLES, bootstrap_mean, overlap, paired_difference, separated, wilson
+from components.reporting.report import CALVIN_TABLE_KEY, CHAIN_LEN
 
 # Table 3 of the paper (ablations on CALVIN ABC->D) and Table 1's baselines beside the full model
 TABLE3 = {"full": "UP-VLA", "no_mmu": "w/o MMU data", "no_bridge_pretrain": "w/o Bridge pretraining",
@@ -119,22 +123,96 @@ def variant_label(preset: str) -> str:
     return f"{TABLE3.get(preset) or TABLE1.get(preset) or preset} ({preset})"
 
 
-def ablation_tables(results: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+def ablation_tables(results: Mapping[str, Mapping[str, Any]], *, setting: str = "CALVIN",
+                    provenance: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Markdown of Table 3 (ablations) and Table 1 (baselines) over the presets that have results.
 
     Args:
-        results: preset -> evaluation metrics (`metrics/eval.json` layout: chain_sr, avg_seq_len, num_chains).
+        results: preset -> its evaluation (`metrics/eval.json` layout: chain_sr, avg_seq_len, num_chains), plus
+            `chain_lengths` (subtasks completed per chain, by chain index: bootstrap intervals and the paired
+            comparison with `full`) and `task_trials` ({task: {"successes", "trials"}}: the single-task table)
+            when they were measured.
+        setting: what was evaluated, for the titles (e.g. "CALVIN D->D, PlayTable").
+        provenance: shown above the tables (commit, params, machine, wall time, ...).
 
     Returns:
         file name -> markdown; a table with none of its ablations/baselines run is left out (`full`
         alone compares with nothing). Presets of neither table go to `other.md`.
     """
     tables = {}
-    for name, title, presets in (("table3.md", "Table 3: ablations (CALVIN ABC->D)", TABLE3),
-                                 ("table1.md", "Table 1: baselines (CALVIN ABC->D)", TABLE1),
-                                 ("other.md", "Other presets", {p: p for p in results
-                                                                if p not in TABLE3 and p not in TABLE1})):
+    for name, title, presets in (("table3.md", f"Table 3: ablations ({setting})", TABLE3),
+                                 ("table1.md", f"Table 1: baselines ({setting})", TABLE1),
+                                 ("other.md", f"Other presets ({setting})", {p: p for p in results
+                                                                             if p not in TABLE3 and p not in TABLE1})):
         ran = [p for p in presets if p in results]
         if any(p != "full" for p in ran):  # the full model alone compares with nothing
-            tables[name] = f"# {title}\n\n{calvin_table({variant_label(p): results[p] for p in ran})}"
+            parts = [f"# {title}\n", provenance_lines(provenance) if provenance else "",
+                     chain_table({p: results[p] for p in ran})]
+            trials = {p: results[p]["task_trials"] for p in ran if results[p].get("task_trials")}
+            if trials:
+                parts.append(trial_table(trials))
+            tables[name] = "\n".join(part for part in parts if part)
     return tables
+
+
+def _rate(successes: int, trials: int) -> str:
+    low, high = wilson(successes, trials)
+    return f"{100 * successes / trials:.1f}% [{100 * low:.0f}, {100 * high:.0f}]"
+
+
+def chain_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """The long-horizon table: success of 1..5 subtasks in a row (Wilson) and average length (bootstrap).
+
+    When `full` ran with per-chain lengths, each row's paired difference from it too; ≈ marks a row whose
+    difference interval contains 0 (the chains cannot separate it from `full`).
+    """
+    head = "| Method | " + " | ".join(str(i) for i in range(1, CHAIN_LEN + 1)) + " | Avg. Len. | Δ vs full | chains |"
+    lines = ["## Long-horizon chains\n", head, "|---" * (CHAIN_LEN + 4) + "|"]
+    reference = results.get("full", {}).get("chain_lengths")
+    for preset, m in results.items():
+        n = m["num_chains"]
+        rates = " | ".join(_rate(round(m["chain_sr"][str(i)] * n), n) for i in range(1, CHAIN_LEN + 1))
+        lengths = m.get("chain_lengths")
+        if lengths:
+            mean, low, high = bootstrap_mean(lengths)
+            length = f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+        else:
+            length = f"{m['avg_seq_len']:.2f}"
+        delta = "–"
+        if reference and lengths and preset != "full" and len(lengths) == len(reference):
+            diff, low, high = paired_difference(lengths, reference)
+            delta = f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]" + ("" if separated(low, high) else " ≈")
+        lines.append(f"| {variant_label(preset)} | {rates} | {length} | {delta} | {n} |")
+    key = (f"{CALVIN_TABLE_KEY} Brackets: 95% intervals (Wilson for the rates; bootstrap over chains, "
+           f"{RESAMPLES} resamples, for Avg. Len.). Δ vs full: this row's Avg. Len. minus full's on the same chains "
+           "(paired bootstrap); ≈: its interval contains 0, so these chains cannot separate the row from full.")
+    return "\n".join(lines) + "\n\n" + key + "\n"
+
+
+def trial_table(trials: Mapping[str, Mapping[str, Mapping[str, int]]]) -> str:
+    """The single-task table: successes / trials of each task, and the total with its Wilson interval.
+
+    ≈ marks a row whose total's interval overlaps full's.
+    """
+    tasks = list(dict.fromkeys(task for per_task in trials.values() for task in per_task))
+    lines = ["## Single-task trials (the same starts for every row)\n",
+             "| Method | " + " | ".join(tasks) + " | total |", "|---" * (len(tasks) + 2) + "|"]
+    totals = {p: (sum(t["successes"] for t in per_task.values()), sum(t["trials"] for t in per_task.values()))
+              for p, per_task in trials.items()}
+    reference = wilson(*totals["full"]) if "full" in totals and totals["full"][1] else None
+    for preset, per_task in trials.items():
+        cells = [f"{per_task[t]['successes']}/{per_task[t]['trials']}" if t in per_task else "–" for t in tasks]
+        k, n = totals[preset]
+        total = f"{k}/{n}, {_rate(k, n)}" if n else "–"
+        if reference and n and preset != "full" and overlap(wilson(k, n), reference):
+            total += " ≈"
+        lines.append(f"| {variant_label(preset)} | " + " | ".join(cells) + f" | {total} |")
+    key = ("Each task from the same protocol starts (envs/experts/evaluate.py) with CALVIN's evaluation sentence, at "
+           "most evaluate.ep_len steps. total: all trials of the row, 95% Wilson interval in brackets; ≈: the "
+           "interval overlaps full's.")
+    return "\n".join(lines) + "\n\n" + key + "\n"
+
+
+def provenance_lines(provenance: Mapping[str, Any]) -> str:
+    """`key: value` bullets of where the numbers come from."""
+    return "\n".join(f"- {key}: {value}" for key, value in provenance.items()) + "\n"

@@ -36,7 +36,8 @@ def ablation_job(local_ray_head, tmp_path_factory) -> AblationJob:
     write_raw(root / "raw")
     # the script form README.md documents (`-m workflows.ablations` works the same)
     command = ["ray", "job", "submit", "--working-dir", ".", "--", "python", "workflows/ablations.py",
-               "--profile", "smoke", "--presets", ",".join(ABLATION_PRESETS), "--root", str(root), "--raw", "raw"]
+               "--profile", "smoke", "--presets", ",".join(ABLATION_PRESETS), "--root", str(root), "--raw", "raw",
+               "--task-trials", "1", "--trial-tasks", "turn_on_led", "--set", "evaluate.ep_len=30"]
     start = time.perf_counter()
     out = subprocess.run(command, cwd=PROJECT_ROOT, env=local_ray_head.env, capture_output=True, text=True,
                          timeout=900)

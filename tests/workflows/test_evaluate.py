@@ -69,7 +69,8 @@ def test_cli_writes_calvins_outputs_videos_and_mlflow(store, local_run):
     assert run.data.metrics["avg_seq_len"] == 0.0 and "chain_sr_5" in run.data.metrics
     assert any(key.startswith("task_sr/") for key in run.data.metrics)
     assert run.data.params["evaluate.num_sequences"] == "2" and run.data.tags["checkpoint"] == str(checkpoint)
-    inputs = {d.dataset.name: {t.key: t.value for t in d.tags}["mlflow.data.context"] for d in run.inputs.dataset_inputs}
+    inputs = {d.dataset.name: {t.key: t.value for t in d.tags}["mlflow.data.context"]
+              for d in run.inputs.dataset_inputs}
     assert inputs == {f"checkpoint {checkpoint}": "policy", "calvin-chains-playtable-D-2": "evaluation"}
     client = MlflowClient(target.uri)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -13,9 +13,9 @@ from mlflow.tracking import MlflowClient
 from components.core.config import PROJECT_ROOT, TrackingConfig
 from components.core.tracking import (
     attach_run,
-    folder_dataset,
     experiment_name,
     find_runs,
+    folder_dataset,
     resolve_target,
     run_name,
     start_run,
