@@ -90,11 +90,13 @@ def time_actors(env_cfg: EnvConfig, folder: Path, chains: list, ep_len: int, wor
     cpus = 0.5 if shared else 1.0  # the shared inference actor needs room beside the rollout actors
     begin = time.perf_counter()
     server = None
+    rows = envs if batched else 1  # every forward on a fixed number of rows, as the evaluate stage runs them
     if shared:
-        server = ray.remote(InferenceServer).options(num_cpus=cpus).remote(str(folder), threads=1)
+        server = ray.remote(InferenceServer).options(num_cpus=cpus).remote(str(folder), threads=1,
+                                                                           batch_size=rows * workers)
         factory = SharedVLAFactory(server)
     else:
-        factory = LocalVLAFactory(str(folder))
+        factory = LocalVLAFactory(str(folder), batch_size=rows)
     spec = WorkerSpec(env_cfg, factory, envs_per_worker=envs, ep_len=ep_len, batched=batched)
     try:
         stats = run_rollouts(spec, chains, num_workers=workers, cpus_per_worker=cpus,

@@ -18,17 +18,21 @@ Relative checkpoint paths are taken from the project folder, where scheduled job
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import re
-import shlex
-import sys
-from pathlib import Path
+from components.core.entry import prepare_environment
 
-from cluster.resources import WorkerResources
-from cluster.slurm import submit_command
-from components.core.config import (
+prepare_environment()  # before torch or transformers is imported: thread settings, offline hubs
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from cluster.resources import WorkerResources  # noqa: E402
+from cluster.slurm import submit_command  # noqa: E402
+from components.core.config import (  # noqa: E402
     PROJECT_ROOT,
     ConfigError,
     ProjectConfig,
@@ -37,11 +41,11 @@ from components.core.config import (
     flatten,
     to_dict,
 )
-from components.core.tracking import experiment_name, resolve_target, run_name, start_run
-from components.robot.operator import FifoChannel, Operator, attach_console
-from components.robot.trials import RobotTrialsSummary, run_robot_trials
-from envs.base import Policy
-from envs.franka.env import FrankaEnv
+from components.core.tracking import experiment_name, resolve_target, run_name, start_run  # noqa: E402
+from components.robot.operator import FifoChannel, Operator, attach_console  # noqa: E402
+from components.robot.trials import RobotTrialsSummary, run_robot_trials  # noqa: E402
+from envs.base import Policy  # noqa: E402
+from envs.franka.env import FrankaEnv  # noqa: E402
 
 
 def load_robot_policy(cfg: ProjectConfig, checkpoint: str, device: str) -> Policy:
