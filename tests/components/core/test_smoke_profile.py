@@ -1,4 +1,4 @@
-"""profiles/smoke.yaml: loads with every preset, keeps the data-stage shapes of the default, and is small."""
+"""profiles/smoke.yaml and profiles/ablation.yaml: load with every preset, keep the default data, shrink the work."""
 
 from __future__ import annotations
 
@@ -24,3 +24,22 @@ def test_smoke_profile_keeps_the_tokenizers_of_the_default_and_shrinks_the_work(
         assert getattr(smoke, stage).steps <= 10 and getattr(smoke, stage).num_workers == 1
     assert smoke.evaluate.num_sequences <= 4 and smoke.evaluate.ep_len <= 20
     assert smoke.tokenizer.steps <= 50
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_ablation_profile_loads_with_every_preset_and_the_preset_wins(preset):
+    cfg = load_config(PARAMS, profile="ablation", preset=preset)
+    preset_cfg = load_config(PARAMS, preset=preset)
+    # a preset that drops the VQA data keeps doing so under the profile (the preset is applied after it)
+    assert (cfg.tune.mmu_batch_size == 0) == (preset_cfg.tune.mmu_batch_size == 0)
+    assert (cfg.pretrain.mmu_batch_size == 0) == (preset_cfg.pretrain.mmu_batch_size == 0)
+
+
+def test_ablation_profile_shares_the_default_data_and_evaluates_what_table3_needs():
+    from components.experiments.ablations import data_key
+
+    default, ablation = load_config(PARAMS), load_config(PARAMS, profile="ablation")
+    # `--raw data/raw` and the pipeline's data stages apply unchanged
+    assert data_key(ablation) == data_key(default)
+    assert ablation.evaluate.num_sequences >= 64 and ablation.evaluate.ep_len == default.evaluate.ep_len
+    assert ablation.tune.steps < default.tune.steps and ablation.pretrain.steps < default.pretrain.steps
