@@ -13,9 +13,10 @@ keyed stage outputs under `<root>/<--out>` (re-runs reuse finished stages), the 
 `full` marked, and where the numbers come from), and MLflow runs to the project's store
 (experiment `upvla-ablations`: a parent, one child per variant tagged `preset`). Under `ray job submit` the
 job runs in an uploaded copy of the checkout: pass `--root` (a folder every node can reach) so the results
-land there, not in Ray's temporary copy. Besides CALVIN's chains, every variant runs `--task-trials`
-single-task trials of each `--trial-tasks` task from the same starts (PlayTable). Exits 1 if a variant failed
-(the others' tables are written).
+land there, not in Ray's temporary copy; the runs and tables then record the git commit of the `--root`
+checkout and whether the copy that ran differs from it. Besides CALVIN's chains, every variant runs
+`--task-trials` single-task trials of each `--trial-tasks` task from the same starts (PlayTable). Exits 1 if a
+variant failed (the others' tables are written).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ prepare_environment()  # before Ray or transformers is imported
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from components.core.config import ConfigError, load_config, parse_overrides  # noqa: E402
 from components.core.ray_runtime import ray_connection  # noqa: E402
-from components.core.tracking import experiment_name, resolve_target  # noqa: E402
+from components.core.tracking import SOURCE_CHECKOUT_VARIABLE, experiment_name, resolve_target  # noqa: E402
 from components.evaluation.task_trials import ARTICULATED  # noqa: E402
 from components.experiments.ablation_runs import AblationPaths, TrialSpec, run_ablations  # noqa: E402
 from components.experiments.ablations import ALL_PRESETS, parse_presets, plan_ablations  # noqa: E402
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated tasks of the single-task trials (default: the 8 articulated ones)")
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
+    # under `ray job submit` this code is a copy without .git: the runs' commit is that of --root's checkout
+    os.environ.setdefault(SOURCE_CHECKOUT_VARIABLE, str(root))
     overrides = parse_overrides(args.overrides)
     try:
         configs = {name: load_config(args.params, profile=args.profile, preset=name, overrides=overrides)

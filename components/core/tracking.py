@@ -22,6 +22,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,8 +78,19 @@ def folder_dataset(path: str | Path, context: str, *, name: str | None = None) -
     return DatasetRef(name or str(shown), digest.hexdigest()[:16], str(path.resolve()), context)
 
 
+# a git checkout of the project that a copy of it without .git (a `ray job submit` working dir) was made from;
+# set by the workflows that take --root (workflows/ablations.py), read by source_tags()
+SOURCE_CHECKOUT_VARIABLE = "UPVLA_SOURCE_CHECKOUT"
+
+
 def source_tags() -> dict[str, str]:
-    """MLflow's source tags for a run started by this process: the entry script, git commit and dirty flag."""
+    """MLflow's source tags for a run started by this process: the entry script, git commit and dirty flag.
+
+    In a copy of the project without .git (Ray's working-dir copy under `ray job submit`), the commit is that
+    of the checkout `UPVLA_SOURCE_CHECKOUT` names, and `upvla.git.dirty` says whether this copy's tracked files
+    differ from that commit (`upvla.git.checkout` names the checkout); without it, `upvla.git.commit` says
+    `unknown (not a git checkout)`.
+    """
     entry = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] and Path(sys.argv[0]).is_file() else None
     try:
         name = str(entry.relative_to(PROJECT_ROOT)) if entry is not None else "python"
@@ -86,16 +98,49 @@ def source_tags() -> dict[str, str]:
         name = str(entry) if entry is not None else "python"
     tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": name}
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                                timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                                capture_output=True, text=True, timeout=10)
+        state = git_state(PROJECT_ROOT)
+        checkout = os.environ.get(SOURCE_CHECKOUT_VARIABLE)
+        if state is None and checkout:
+            state = git_state(PROJECT_ROOT, checkout=Path(checkout))
+            if state is not None:
+                tags["upvla.git.checkout"] = checkout
     except (OSError, subprocess.TimeoutExpired) as err:
         return tags | {"upvla.git.commit": f"unknown ({type(err).__name__})"}
-    if commit.returncode != 0:  # e.g. a `ray job submit` working-dir copy without .git
+    if state is None:  # e.g. a `ray job submit` working-dir copy without .git
         return tags | {"upvla.git.commit": "unknown (not a git checkout)"}
-    return tags | {"mlflow.source.git.commit": commit.stdout.strip(),
-                   "upvla.git.dirty": str(bool(status.stdout.strip())).lower()}
+    commit, dirty = state
+    return tags | {"mlflow.source.git.commit": commit, "upvla.git.dirty": str(dirty).lower()}
+
+
+def git_state(work_tree: Path, *, checkout: Path | None = None) -> tuple[str, bool] | None:
+    """(HEAD commit, whether tracked files differ from it) of `work_tree`, or None when it is not a checkout.
+
+    With `checkout`: the commit is `checkout`'s HEAD and `work_tree` (a copy of it without .git) is compared
+    with that commit's tracked files, in a private index so the checkout's own index is left alone.
+    """
+    def git(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=work_tree, capture_output=True, text=True, timeout=60,
+                              env=None if env is None else {**os.environ, **env})
+
+    if checkout is None:
+        commit = git("rev-parse", "HEAD")
+        if commit.returncode != 0:
+            return None
+        status = git("status", "--porcelain", "--untracked-files=no")
+        return commit.stdout.strip(), bool(status.stdout.strip())
+    git_dir = checkout / ".git"
+    commit = git(f"--git-dir={git_dir}", "rev-parse", "HEAD")
+    if commit.returncode != 0:
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        where = (f"--git-dir={git_dir}", f"--work-tree={work_tree}")
+        if git(*where, "read-tree", "HEAD", env=env).returncode != 0:
+            return None
+        status = git(*where, "status", "--porcelain", "--untracked-files=no", env=env)
+    if status.returncode != 0:
+        return None
+    return commit.stdout.strip(), bool(status.stdout.strip())
 
 
 @dataclass(frozen=True)

@@ -250,6 +250,8 @@ def run_provenance(plan: AblationPlan, wall_s: float, trials: TrialSpec | None) 
     """The commit, config keys, machine and wall time behind a table."""
     tags = source_tags()
     commit = tags.get("mlflow.source.git.commit", tags.get("upvla.git.commit", "unknown"))
+    if "upvla.git.checkout" in tags:  # a `ray job submit` copy: the commit of the checkout it came from
+        commit += f" (of {tags['upvla.git.checkout']}; the job ran a copy of it)"
     if tags.get("upvla.git.dirty") == "true":
         commit += " (with uncommitted changes)"
     first = plan.variants[0].cfg

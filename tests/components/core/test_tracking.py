@@ -3,6 +3,7 @@ read back through MLflow's own client."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,12 +11,15 @@ import textwrap
 import pytest
 from mlflow.tracking import MlflowClient
 
+from components.core import tracking
 from components.core.config import PROJECT_ROOT, TrackingConfig
 from components.core.tracking import (
+    SOURCE_CHECKOUT_VARIABLE,
     attach_run,
     experiment_name,
     find_runs,
     folder_dataset,
+    git_state,
     resolve_target,
     run_name,
     start_run,
@@ -73,6 +77,43 @@ def test_runs_record_their_source_commit_and_the_data_they_read(tracking_target,
     assert len({folder_dataset(data, "training").digest, first.digest}) == 2
     with pytest.raises(FileNotFoundError, match="missing"):
         folder_dataset(tmp_path / "missing", "training")
+
+
+def test_a_copy_without_git_records_the_commit_of_the_checkout_it_came_from(tmp_path, monkeypatch):
+    """`ray job submit` runs a copy of the checkout without .git: the runs name the submitting checkout's commit,
+    and say whether the copy differs from it, without touching that checkout's index."""
+    checkout = tmp_path / "checkout"
+    (checkout / "pkg").mkdir(parents=True)
+    (checkout / "pkg" / "code.py").write_text("A = 1\n")
+    (checkout / "params.yaml").write_text("a: 1\n")
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=checkout,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = git("rev-parse", "HEAD")
+    index_before = (checkout / ".git" / "index").read_bytes()
+    copy = tmp_path / "copy"
+    shutil.copytree(checkout, copy, ignore=shutil.ignore_patterns(".git"))
+    (copy / "untracked.log").write_text("a result\n")  # untracked files do not make it dirty
+
+    assert git_state(copy) is None  # no .git of its own
+    assert git_state(copy, checkout=checkout) == (head, False)
+    assert (checkout / ".git" / "index").read_bytes() == index_before
+    monkeypatch.setattr(tracking, "PROJECT_ROOT", copy)
+    monkeypatch.delenv(SOURCE_CHECKOUT_VARIABLE, raising=False)
+    assert tracking.source_tags()["upvla.git.commit"] == "unknown (not a git checkout)"
+    monkeypatch.setenv(SOURCE_CHECKOUT_VARIABLE, str(checkout))
+    tags = tracking.source_tags()
+    assert (tags["mlflow.source.git.commit"], tags["upvla.git.dirty"], tags["upvla.git.checkout"]) == (
+        head, "false", str(checkout))
+    (copy / "pkg" / "code.py").write_text("A = 2\n")  # the job ran code that is not the commit
+    assert tracking.source_tags()["upvla.git.dirty"] == "true"
+    monkeypatch.setenv(SOURCE_CHECKOUT_VARIABLE, str(tmp_path / "not-a-checkout"))
+    assert tracking.source_tags()["upvla.git.commit"] == "unknown (not a git checkout)"
 
 
 def test_failed_block_marks_the_run_failed(tracking_target):
