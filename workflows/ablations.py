@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="all", help=f"comma-separated, or `all` ({', '.join(ALL_PRESETS)})")
     parser.add_argument("--params", default="params.yaml", help="base parameter file")
-    parser.add_argument("--profile", default=None, help="profile in profiles/ (smoke, paper) or a YAML path")
+    parser.add_argument("--profile", default=None, help="profile in profiles/ (smoke, ablation, paper) or a YAML path")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value for every variant (applied after the preset)")
     parser.add_argument("--root", default=".", help="folder the paths below and the MLflow store are relative to "
