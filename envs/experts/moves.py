@@ -18,10 +18,6 @@ FINGER_HALF_THICKNESS = 0.018  # m, closed fingers' half extent across their clo
 FINGERTIP_BELOW_TCP = 0.008  # m, CALVIN's fingertips reach 8 mm beyond the TCP
 RELEASE_GAP = 0.006  # m, a placed block is let go this far above its support
 BACK_OFF = 0.06  # m, retreat along the tool axis when it points sideways (drawer handle)
-# m, a free hand pointing down this close under SAFE_Z is left where it is (CALVIN's evaluation pose is 9 mm
-# under it): the rise would delay every task by 8 steps, and CALVIN's annotator labels only the 64 frames before a
-# task's success, so a slower expert leaves its first frames, where the evaluation starts, unlabelled
-HIGH_ENOUGH = 0.02
 
 
 def transit(ws: Workspace, m: Motion, goal: np.ndarray, orientation: np.ndarray, gripper: float, *,
@@ -32,7 +28,7 @@ def transit(ws: Workspace, m: Motion, goal: np.ndarray, orientation: np.ndarray,
     crossing above the shelf would hit it; the hand enters the shelf's depth only over `goal`.
     """
     position, _ = m.target
-    if position[2] < z - HIGH_ENOUGH:  # a hand already about as high rises on its way across
+    if position[2] < z - 1e-6:
         yield from m.move([position[0], position[1], z], orientation, gripper, tol=0.01, settle=3)
     front = ws.cabinet_front_y() - 0.03
     height = max(z, goal[2])
@@ -47,14 +43,8 @@ def free_hand(ws: Workspace, m: Motion, *, rise: float = 0.06) -> Plan:
     """Let go of whatever the hand does and end above it at the safe height, pointing down.
 
     A block held in the air is first set down on the table; fingers around a handle open and back
-    off along the tool axis; a hand inside the cabinet first comes out toward the robot. A hand that is
-    already free (open, pointing down, out of the cabinet, within `HIGH_ENOUGH` of the safe height) stays.
+    off along the tool axis; a hand inside the cabinet first comes out toward the robot.
     """
-    position, orientation = m.target
-    if (ws.robot.gripper_action > 0 and euler_to_matrix(orientation)[2, 2] < -0.99
-            and position[1] <= ws.cabinet_front_y() - 0.01 and position[2] >= SAFE_Z - HIGH_ENOUGH
-            and YAW_LIMITS[0] <= orientation[2] <= YAW_LIMITS[1]):
-        return
     held = ws.held_block()
     if held is not None and ws.support(held) == "robot":
         yield from set_down(ws, m)

@@ -1,4 +1,4 @@
-"""profiles/smoke.yaml and profiles/ablation.yaml: load with every preset, keep the default data, shrink the work."""
+"""profiles/smoke.yaml, ablation.yaml and fast.yaml: load with every preset, keep the default data, shrink the work."""
 
 from __future__ import annotations
 
@@ -43,3 +43,22 @@ def test_ablation_profile_shares_the_default_data_and_evaluates_what_table3_need
     assert data_key(ablation) == data_key(default)
     assert ablation.evaluate.num_sequences >= 64 and ablation.evaluate.ep_len == default.evaluate.ep_len
     assert ablation.tune.steps < default.tune.steps and ablation.pretrain.steps < default.pretrain.steps
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_fast_profile_loads_with_every_preset_and_the_preset_wins(preset):
+    cfg, preset_cfg = load_config(PARAMS, profile="fast", preset=preset), load_config(PARAMS, preset=preset)
+    assert (cfg.tune.mmu_batch_size == 0) == (preset_cfg.tune.mmu_batch_size == 0)
+    assert cfg.tune.init_from == preset_cfg.tune.init_from and cfg.model.action_head == preset_cfg.model.action_head
+
+
+def test_fast_profile_trains_the_default_model_on_the_default_data_in_fewer_steps():
+    from components.experiments.ablations import data_key
+
+    default, fast = load_config(PARAMS), load_config(PARAMS, profile="fast")
+    assert data_key(fast) == data_key(default)
+    assert fast.model.hidden_size == default.model.hidden_size and fast.model.num_layers == default.model.num_layers
+    assert fast.evaluate == default.evaluate
+    for stage in ("pretrain", "tune"):
+        assert getattr(fast, stage).steps < getattr(default, stage).steps
+        assert getattr(fast, stage).mmu_batch_size < getattr(default, stage).mmu_batch_size
