@@ -33,18 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scene", default="D", help="PlayTable scene")
     parser.add_argument("--ep-len", type=int, default=360, help="steps per trial (CALVIN: 360)")
     parser.add_argument("--workers", type=int, default=2, help="parallel Ray actors, one env + policy each")
+    parser.add_argument("--action-steps", type=int, default=None,
+                        help="control steps executed from each predicted chunk before replanning (default: the "
+                             "whole chunk, model.chunk_len, as the paper)")
     parser.add_argument("--metrics", default="metrics/task_trials.json")
     args = parser.parse_args(argv)
     tasks = {"articulated": ARTICULATED, "all": TASK_ORDER}.get(args.tasks) or tuple(args.tasks.split(","))
     with ray_connection(args.workers):
         results = evaluate_tasks(args.checkpoint, tasks, trials=args.trials, scene=args.scene,
-                                 ep_len=args.ep_len, workers=args.workers, progress=True)
+                                 ep_len=args.ep_len, workers=args.workers, progress=True,
+                                 action_steps=args.action_steps)
     rates = {task: r.rate for task, r in results.items()}
     for task, r in results.items():
         instead = ", ".join(f"{other} {n}" for other, n in r.instead_counts.items())
         print(f"{task:28s} {r.successes:3d} / {r.trials}  {100 * r.rate:5.1f}%  (failed expert prefixes: {r.skipped})"
               + (f"  failed trials did instead: {instead}" if instead else ""))
     write_metrics({"checkpoint": args.checkpoint, "trials": args.trials, "scene": args.scene,
+                   "action_steps": args.action_steps,
                    "mean": sum(rates.values()) / len(rates), "success": rates,
                    "instead": {t: r.instead_counts for t, r in results.items()}}, args.metrics)
     return 0

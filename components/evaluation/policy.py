@@ -7,7 +7,8 @@ Three layers, so one model serves one env (CALVIN's loop, the real robot) or man
   the action chunk (and, for videos, the decoded future frame) in one forward.
 * `ChunkedPolicy` keeps per-environment state over any such engine (local, or a shared Ray actor):
   the instruction, the description generated once per subtask, and the rest of the chunk, executed
-  open loop; it replans every `chunk_len` steps, as the paper does, for all envs that need it at once.
+  open loop; it replans every `chunk_len` steps, as the paper does (or after the chunk's first
+  `action_steps`), for all envs that need it at once.
 * `UPVLAPolicy` is CALVIN's `reset()/step(obs, goal)` (`envs.base.Policy`) for one environment.
 
 `load_policy(checkpoint_or_run)` is the one loader of simulation and robot evaluation: a checkpoint
@@ -290,13 +291,19 @@ class ChunkedPolicy:
     together in one engine call; the description is generated on the first replan after `reset(slot)`.
     """
 
-    def __init__(self, engine: InferenceEngine, num_slots: int, *, delta_t: int | None = None) -> None:
+    def __init__(self, engine: InferenceEngine, num_slots: int, *, delta_t: int | None = None,
+                 action_steps: int | None = None) -> None:
         """State for `num_slots` environments, all starting as if just reset.
 
         `delta_t`: the model's `delta_t` (how far ahead a preview is, control steps), for video labels.
+        `action_steps`: control steps executed from each predicted chunk before the next replan (its first ones);
+        None: the whole chunk, as the paper.
         """
+        if action_steps is not None and action_steps < 1:
+            raise ValueError(f"action_steps: at least 1 (or None for the whole chunk), got {action_steps}")
         self.engine = engine
         self.preview_delta_t = delta_t
+        self.action_steps = action_steps
         self._goals: list[str | None] = [None] * num_slots
         self._descriptions: list[list[int] | None] = [None] * num_slots
         self._chunks: list[deque[np.ndarray]] = [deque() for _ in range(num_slots)]
@@ -339,8 +346,14 @@ class ChunkedPolicy:
             descriptions=[self._descriptions[s] for s in slots], previews=[self._watched[s] for s in slots],
             robot_obs=np.stack([obs["robot_obs"] for obs in observations]) if has_state else None))
         for i, slot in enumerate(slots):
+            actions = reply.actions[i]
+            if self.action_steps is not None:
+                if self.action_steps > len(actions):
+                    raise ValueError(f"action_steps: {self.action_steps} is more than the model's chunk of "
+                                     f"{len(actions)} actions (model.chunk_len)")
+                actions = actions[:self.action_steps]
             self._descriptions[slot] = reply.descriptions[i]
-            self._chunks[slot].extend(np.asarray(a, dtype=np.float64) for a in reply.actions[i])
+            self._chunks[slot].extend(np.asarray(a, dtype=np.float64) for a in actions)
             if reply.previews[i] is not None:
                 self._previews[slot] = reply.previews[i]
 
@@ -348,9 +361,9 @@ class ChunkedPolicy:
 class UPVLAPolicy:
     """CALVIN's `CalvinBaseModel` (`envs.base.Policy`) for one environment."""
 
-    def __init__(self, engine: InferenceEngine) -> None:
-        """One slot of a `ChunkedPolicy` over `engine`."""
-        self.chunked = ChunkedPolicy(engine, 1)
+    def __init__(self, engine: InferenceEngine, *, action_steps: int | None = None) -> None:
+        """One slot of a `ChunkedPolicy` over `engine` (`action_steps`: as `ChunkedPolicy`'s)."""
+        self.chunked = ChunkedPolicy(engine, 1, action_steps=action_steps)
 
     def reset(self) -> None:
         """Start of a subtask: the next step generates a new description and replans."""
@@ -370,7 +383,7 @@ def load_inference(folder: str | Path, *, device: str = "cpu", precision: Precis
 
 
 def load_policy(checkpoint_or_run: str | Path, *, target: Any = None, device: str = "cpu",
-                precision: Precision = "bf16") -> UPVLAPolicy:
+                precision: Precision = "bf16", action_steps: int | None = None) -> UPVLAPolicy:
     """The policy of a checkpoint folder, an MLflow `runs:/<id>/<path>` URI or a run id.
 
     Args:
@@ -378,6 +391,7 @@ def load_policy(checkpoint_or_run: str | Path, *, target: Any = None, device: st
         target: the `TrackingTarget` of the MLflow store; required for run references.
         device: torch device of the model.
         precision: `bf16` (autocast; faster on CPUs with bf16 units and on GPUs) or `fp32`.
+        action_steps: control steps executed from each chunk before replanning; None: the whole chunk (the paper).
     """
     folder = resolve_checkpoint(checkpoint_or_run, target)
-    return UPVLAPolicy(load_inference(folder, device=device, precision=precision))
+    return UPVLAPolicy(load_inference(folder, device=device, precision=precision), action_steps=action_steps)

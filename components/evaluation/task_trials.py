@@ -44,14 +44,14 @@ def run_task_trials(env: SimEnv, policy: Policy, task: str, *, trials: int, ep_l
 class _TrialWorker:
     """A Ray actor: its own env and policy, one task's trials per call."""
 
-    def __init__(self, checkpoint: str, scene: str, ep_len: int, threads: int) -> None:
+    def __init__(self, checkpoint: str, scene: str, ep_len: int, threads: int, action_steps: int | None) -> None:
         import torch
 
         from components.evaluation.policy import load_policy
         from envs.playtable import PlayTableEnv
 
         torch.set_num_threads(threads)
-        self.policy, self.oracle, self.ep_len = load_policy(checkpoint), TaskOracle(), ep_len
+        self.policy, self.oracle, self.ep_len = load_policy(checkpoint, action_steps=action_steps), TaskOracle(), ep_len
         self.env = PlayTableEnv(scene, cameras=True)
 
     def run(self, task: str, trials: int, starts: list[TrialStart]) -> TaskTrials:
@@ -60,8 +60,11 @@ class _TrialWorker:
 
 
 def evaluate_tasks(checkpoint: str | Path, tasks: Sequence[str], *, trials: int, scene: str = "D",
-                   ep_len: int = EP_LEN, workers: int = 2, progress: bool = False) -> dict[str, TaskTrials]:
+                   ep_len: int = EP_LEN, workers: int = 2, progress: bool = False,
+                   action_steps: int | None = None) -> dict[str, TaskTrials]:
     """Single-task trials of every task in `tasks` of a checkpoint folder, on `workers` Ray actors (1 CPU each).
+
+    `action_steps`: control steps executed from each predicted chunk before replanning; None: the whole chunk.
 
     Ray must be up (`components.core.ray_runtime.ray_connection`). Returns task -> its trials, in `tasks` order;
     `progress` shows a bar over tasks and prints each task's figure as it finishes.
@@ -74,7 +77,7 @@ def evaluate_tasks(checkpoint: str | Path, tasks: Sequence[str], *, trials: int,
         raise ValueError(f"workers: at least 1, got {workers}")
     actor = ray.remote(num_cpus=1)(_TrialWorker)
     folder = str(Path(checkpoint).resolve())
-    pool = ActorPool([actor.remote(folder, scene, ep_len, 1) for _ in range(min(workers, len(tasks)))])
+    pool = ActorPool([actor.remote(folder, scene, ep_len, 1, action_steps) for _ in range(min(workers, len(tasks)))])
     # the starts come from CALVIN's chains, generated once here rather than in every worker
     jobs = [(task, trial_starts(task, 2 * trials)) for task in tasks]
     by_task: dict[str, TaskTrials] = {}

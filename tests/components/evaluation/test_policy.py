@@ -123,6 +123,23 @@ def test_description_once_per_subtask_and_a_replan_every_chunk(checkpoint, obser
     assert len(engine.requests) == 3 and engine.requests[2].descriptions == [None]
 
 
+def test_action_steps_executes_the_chunks_first_actions_then_replans(checkpoint, observations):
+    obs, goals = observations
+    whole = UPVLAPolicy(load_inference(checkpoint))
+    engine = CountingEngine(load_inference(checkpoint))
+    partial = UPVLAPolicy(engine, action_steps=3)
+    first = [whole.step(obs[0], goals[0]) for _ in range(3)]
+    assert np.array_equal([partial.step(obs[0], goals[0]) for _ in range(3)], first)  # the chunk's first 3
+    assert len(engine.requests) == 1
+    for _ in range(2 * CHUNK - 3):
+        partial.step(obs[0], goals[0])
+    assert len(engine.requests) == -(-2 * CHUNK // 3)  # a replan every 3 steps
+    with pytest.raises(ValueError, match="action_steps"):
+        UPVLAPolicy(engine, action_steps=0)
+    with pytest.raises(ValueError, match="chunk"):
+        UPVLAPolicy(engine, action_steps=CHUNK + 1).step(obs[0], goals[0])
+
+
 def test_unconditioned_checkpoint_generates_no_description(tmp_path, observations):
     obs, goals = observations
     engine = load_inference(write_tiny_checkpoint(tmp_path / "plain", mmu_condition=False))
