@@ -1,8 +1,9 @@
 """Proprioception input (`model.proprio`): the robot's own state conditions the action queries.
 
-UP-VLA reads no robot state: its actions come from the images and the instruction alone, and the default
-keeps it so. This option adds the state many VLAs read (GR-1, Octo), for a researcher who wants it on a
-real robot or at a small image size: CALVIN's `robot_obs`, embedded by a small MLP and added to the input
+UP-VLA reads no robot state: its actions come from the images and the instruction alone, and the paper
+profile keeps it so. This option adds the state many VLAs read (GR-1, Octo); the CPU default turns it on,
+because at 64 px it raised the articulated single-task trials (benchmarks/README.md, "Levers"):
+CALVIN's `robot_obs`, embedded by a small MLP and added to the input
 embedding of every action query (`<|act|>`). Only the action path reads it; the image rows never see the
 queries, so future-frame prediction is unchanged.
 
