@@ -57,8 +57,7 @@ def test_fast_profile_trains_the_default_model_on_the_default_data_in_fewer_step
 
     default, fast = load_config(PARAMS), load_config(PARAMS, profile="fast")
     assert data_key(fast) == data_key(default)
-    assert fast.model.hidden_size == default.model.hidden_size and fast.model.num_layers == default.model.num_layers
-    assert fast.evaluate == default.evaluate
+    assert fast.model == default.model and fast.evaluate == default.evaluate
     for stage in ("pretrain", "tune"):
         assert getattr(fast, stage).steps < getattr(default, stage).steps
-        assert getattr(fast, stage).mmu_batch_size < getattr(default, stage).mmu_batch_size
+        assert getattr(fast, stage).mmu_batch_size == getattr(default, stage).mmu_batch_size
