@@ -3,6 +3,7 @@
     python -m workflows.task_trials                                   # artifacts/tune/model, the 8 articulated tasks
     python -m workflows.task_trials --tasks all --trials 20           # all 34 CALVIN tasks
     python -m workflows.task_trials --checkpoint path/to/model --tasks open_drawer,close_drawer --workers 2
+    python -m workflows.task_trials --action-steps 5                  # replan after 5 actions of each chunk
 
 Prints a table and writes metrics/task_trials.json ({task: success rate}, plus the mean, and per task what
 the failed trials did instead: the other tasks the oracle finds done by their end, e.g. the LED for the bulb).
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                              "whole chunk, model.chunk_len, as the paper)")
     parser.add_argument("--metrics", default="metrics/task_trials.json")
     args = parser.parse_args(argv)
+    if args.action_steps is not None and args.action_steps < 1:
+        parser.error(f"--action-steps: at least 1, got {args.action_steps}")
     tasks = {"articulated": ARTICULATED, "all": TASK_ORDER}.get(args.tasks) or tuple(args.tasks.split(","))
     with ray_connection(args.workers):
         results = evaluate_tasks(args.checkpoint, tasks, trials=args.trials, scene=args.scene,
