@@ -468,6 +468,13 @@ class ProjectConfig:
         if self.model.vq.arch == "magvitv2" and self.tokenizer.pretrained is None:
             raise ConfigError("tokenizer.pretrained: model.vq.arch magvitv2 is Show-o's published tokenizer, which "
                               "this project loads but never fits; set it to the magvitv2 folder (README, Paper scale)")
+        if self.model.proprio:
+            for stage in ("pretrain", "tune"):
+                train = getattr(self, stage)
+                if train.lambda_act > 0 and "bridge" in train.robot_mix:
+                    raise ConfigError(f"{stage}.robot_mix: names bridge while {stage}.lambda_act > 0 and model.proprio "
+                                      "is on, but proprioception reads CALVIN's robot_obs (Bridge's 7-D state is "
+                                      "another layout); drop bridge from the mix or set model.proprio: false")
         if self.model.prompt_layout == "reference":
             for stage in ("pretrain", "tune"):
                 if getattr(self, stage).mmu_condition:
@@ -537,8 +544,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def merge(base: Mapping[str, Any], overlay: Mapping[str, Any], *, source: str) -> dict[str, Any]:
     """Return `base` with `overlay` merged in; overlay keys may be nested or dotted (`tune.lr`).
 
-    Every overlay key must exist in `base`, so an overlay can only change values, never invent keys.
-    Mappings merge recursively, except under `presets` where a whole preset is replaced.
+    Every overlay key must exist in `base`, so an overlay can only change values, never invent keys, except
+    in the free-form mappings of the schema (`presets`, `<stage>.robot_mix`, `robot.suites`): there an
+    overlay adds entries or replaces one entry whole (`--set tune.robot_mix.bridge=0.5` adds Bridge to the
+    mix); it cannot remove one. Other mappings merge recursively.
     """
     out = copy.deepcopy(dict(base))
     for key, value in _expand_dotted(overlay, source).items():
@@ -563,7 +572,7 @@ def _expand_dotted(overlay: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 def _merge_into(target: dict[str, Any], key: str, value: Any, source: str, prefix: str) -> None:
     path = f"{prefix}{key}"
-    if prefix == "presets.":  # a preset is replaced whole, and an overlay may add one
+    if prefix and _is_free_mapping(prefix[:-1]):  # an entry (a preset, a mix weight) is added or replaced whole
         target[key] = copy.deepcopy(value)
         return
     if key not in target:
@@ -578,17 +587,30 @@ def _merge_into(target: dict[str, Any], key: str, value: Any, source: str, prefi
         target[key] = copy.deepcopy(value)
 
 
-def _schema_has(path: str) -> bool:
-    """Whether dotted `path` names a field of `ProjectConfig` (through nested config dataclasses)."""
+def _schema_type(path: str) -> Any:
+    """The type of the `ProjectConfig` field that dotted `path` names, or None when it names none.
+
+    Walks nested config dataclasses; an Optional is unwrapped.
+    """
     tp: Any = ProjectConfig
     for part in path.split("."):
         if not dataclasses.is_dataclass(tp) or part not in {f.name for f in fields(tp)}:
-            return False
+            return None
         tp = typing.get_type_hints(tp)[part]
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(inner) == 1:
             tp = inner[0]
-    return True
+    return tp
+
+
+def _schema_has(path: str) -> bool:
+    """Whether dotted `path` names a field of `ProjectConfig`."""
+    return _schema_type(path) is not None
+
+
+def _is_free_mapping(path: str) -> bool:
+    """Whether dotted `path` names a `dict[...]` field, whose keys are the user's (not a config section)."""
+    return typing.get_origin(_schema_type(path)) is dict
 
 
 def build(cls: type, data: Any, path: str) -> Any:

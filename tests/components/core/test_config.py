@@ -115,6 +115,8 @@ def test_preset_semantics_match_the_paper():
         (lambda r: r.update(experiment=[1]), "experiment: expected a mapping in"),
         (lambda r: r.pop("cluster"), "cluster: missing"),
         (lambda r: r["tune"].pop("lr"), "tune.lr: missing"),
+        (lambda r: (r["model"].update(proprio=True), r["tune"].update(robot_mix={"calvin": 1.0, "bridge": 0.5})),
+         "tune.robot_mix: names bridge while tune.lambda_act > 0 and model.proprio is on"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, edit, message):
@@ -146,6 +148,17 @@ def test_merge_does_not_mutate_and_merges_nested():
     base = {"a": {"b": 1, "c": 2}}
     out = merge(base, {"a": {"b": 5}}, source="t")
     assert out == {"a": {"b": 5, "c": 2}} and base == {"a": {"b": 1, "c": 2}}
+
+
+def test_overrides_add_entries_to_a_robot_mix_but_not_to_a_section():
+    added = load_config(PARAMS, overrides={"model.proprio": False, "tune.robot_mix.bridge": 0.5})
+    assert added.tune.robot_mix == {"calvin": 1.0, "bridge": 0.5}
+    as_mapping = load_config(PARAMS, overrides={"model.proprio": False, "tune.robot_mix": {"bridge": 0.5}})
+    assert as_mapping.tune.robot_mix == added.tune.robot_mix
+    with pytest.raises(ConfigError, match="tune.robot_mix.coco: unknown source"):
+        load_config(PARAMS, overrides={"tune.robot_mix.coco": 1.0})
+    with pytest.raises(ConfigError, match="tune.robot: unknown key"):  # a section still gains no key
+        load_config(PARAMS, overrides={"tune.robot": {"calvin": 1.0}})
 
 
 def test_cli_prints_the_resolved_config_and_fails_with_the_key():
