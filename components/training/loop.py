@@ -5,7 +5,8 @@
     train_worker(job, LocalSession(folder))  # one process, no Ray
 
 Per optimiser step: `grad_accum` micro-batches from the stage's data stream (components/training/inputs.py),
-`train_step` (bf16 autocast, clipping, AdamW, warm-up + cosine). Every `log_every` steps the window means
+`train_step` (bf16 autocast, clipping, AdamW, warm-up + cosine), then the weight average
+(components/training/ema.py) when `ema_decay` > 0. Every `log_every` steps the window means
 of every loss term, the learning rate, the gradient norm and throughput go to MLflow (rank 0; averaged
 over ranks); every `image_every` steps a predicted-vs-true future-frame grid; every `checkpoint_every`
 steps and at the end a full-state checkpoint (components/training/state.py) reported to the session, which
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from components.core.config import TrainConfig
 from components.core.tracking import MetricLogger
 from components.reporting.frame_grids import prediction_grid
+from components.training.ema import WeightEMA
 from components.training.inputs import StageInputs, TrainStream, make_train_stream
 from components.training.optim import make_optimizer, make_scheduler
 from components.training.session import Strategy, TrainSession, distribute, gathered, scratch_folder, unwrap
@@ -168,11 +170,12 @@ class MetricWindow:
 
 
 def checkpoint_and_report(job: TrainJob, session: TrainSession, wrapped: torch.nn.Module, optimizer, scheduler,
-                          stream: TrainStream, plain: VLAModel, step: int, metrics: dict[str, Any]) -> None:
+                          stream: TrainStream, plain: VLAModel, step: int, metrics: dict[str, Any],
+                          ema: WeightEMA | None) -> None:
     """Write a full-state checkpoint (rank 0) and report it with `metrics`; a collective."""
     with scratch_folder() as folder:
         written = save_train_state(folder, unwrap(wrapped), optimizer, scheduler, step=step,
-                                   data_position=stream.state_dict(), plain_model=plain)
+                                   data_position=stream.state_dict(), plain_model=plain, ema=ema)
         session.report({**metrics, "step": step}, written, step)
 
 
@@ -206,10 +209,11 @@ def train_worker(job: TrainJob, session: TrainSession) -> None:
     wrapped = distribute(model.to(device).train(), job.strategy, device)
     optimizer = make_optimizer(unwrap(wrapped), cfg.lr, cfg.weight_decay)  # after sharding: FSDP2 swaps params
     scheduler = make_scheduler(optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+    ema = WeightEMA(unwrap(wrapped), cfg.ema_decay) if cfg.ema_decay > 0 else None
     start = 0
     with session.latest_checkpoint() as folder:
         if folder is not None:
-            restored = load_train_state(folder, unwrap(wrapped), optimizer, scheduler)
+            restored = load_train_state(folder, unwrap(wrapped), optimizer, scheduler, ema=ema)
             stream.load_state_dict(restored.data_position)
             start = restored.step
     weights = loss_weights(cfg)
@@ -220,6 +224,8 @@ def train_worker(job: TrainJob, session: TrainSession) -> None:
         micro = [stream.next_batch().to(device) for _ in range(cfg.grad_accum)]
         window.add(train_step(wrapped, optimizer, scheduler, micro, weights, bf16=cfg.bf16, clip=cfg.clip_grad_norm),
                    per_step)
+        if ema is not None:
+            ema.update(step - 1)
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
             last = {**window.read(), "resumed_from_step": start}
@@ -229,7 +235,7 @@ def train_worker(job: TrainJob, session: TrainSession) -> None:
         if step % cfg.image_every == 0 or step == cfg.steps:
             log_preview(job, session, wrapped, stream, step)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            checkpoint_and_report(job, session, wrapped, optimizer, scheduler, stream, plain, step, last)
+            checkpoint_and_report(job, session, wrapped, optimizer, scheduler, stream, plain, step, last, ema)
     bar.close()
     if start >= cfg.steps:  # restored at the end (a re-run of a finished job): hand the final state back
-        checkpoint_and_report(job, session, wrapped, optimizer, scheduler, stream, plain, cfg.steps, last)
+        checkpoint_and_report(job, session, wrapped, optimizer, scheduler, stream, plain, cfg.steps, last, ema)

@@ -8,6 +8,8 @@ Everything is safetensors + JSON (no pickle), so a checkpoint is safe to open an
       optimizer.safetensors   "<param name>/exp_avg", ".../exp_avg_sq", ".../step" of every trained parameter
       rng.safetensors         "rank<r>/cpu" (and "rank<r>/cuda") torch generator states of every rank
       state.json              step, world size, scheduler, optimiser groups, data position, python/numpy RNG
+      ema.safetensors         with `<stage>.ema_decay` > 0: the average of the trained parameters
+                              (components/training/ema.py; `model/` keeps the live weights)
 
 The same calls work for a plain module, DDP and FSDP2 (`fully_shard`): states are gathered to full
 tensors on rank 0 through `torch.distributed.checkpoint.state_dict` (a collective: every rank calls
@@ -32,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
+from components.training.ema import EMA_FILE, WeightEMA
 from model.vla import VLAModel
 
 FORMAT, VERSION = "upvla-train-state", 1
@@ -95,7 +98,7 @@ def _gather_rng() -> list[dict[str, Any]]:
 
 def save_train_state(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                      scheduler: torch.optim.lr_scheduler.LRScheduler, *, step: int, data_position: dict[str, Any],
-                     plain_model: VLAModel) -> Path | None:
+                     plain_model: VLAModel, ema: WeightEMA | None = None) -> Path | None:
     """Write a full-state checkpoint (see the module docstring); a collective when distributed.
 
     Args:
@@ -107,6 +110,7 @@ def save_train_state(folder: str | Path, model: nn.Module, optimizer: torch.opti
         data_position: JSON-able position of the data stream (the loader's `state_dict()`).
         plain_model: a `VLAModel` of the same config carrying the text tokenizer, used to write `model/`
             (it may live on the meta device: the gathered weights are assigned to it).
+        ema: the weight average, when the stage keeps one (written to `ema.safetensors`).
 
     Returns:
         The folder on rank 0, None on other ranks.
@@ -114,6 +118,7 @@ def save_train_state(folder: str | Path, model: nn.Module, optimizer: torch.opti
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_sd, optim_sd = get_state_dict(model, optimizer, options=options)
     rngs = _gather_rng()
+    averaged = ema.full_state() if ema is not None else None
     if _rank() != 0:
         return None
     folder = Path(folder)
@@ -125,6 +130,8 @@ def save_train_state(folder: str | Path, model: nn.Module, optimizer: torch.opti
     save_file(tensors, str(folder / OPTIMIZER_FILE), metadata={"format": FORMAT})
     save_file({f"rank{r}/{k}": state[k] for r, state in enumerate(rngs) for k in ("cpu", "cuda") if k in state},
               str(folder / RNG_FILE), metadata={"format": FORMAT})
+    if averaged is not None:
+        save_file(averaged, str(folder / EMA_FILE), metadata={"format": FORMAT})
     meta = {"format": FORMAT, "version": VERSION, "step": step, "world_size": len(rngs),
             "scheduler": scheduler.state_dict(), "param_groups": optim_sd["param_groups"],
             "data_position": data_position,
@@ -160,14 +167,21 @@ def _optimizer_state(folder: Path, param_groups: list[dict]) -> dict[str, Any]:
 
 
 def load_train_state(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: torch.optim.lr_scheduler.LRScheduler) -> RestoredState:
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, ema: WeightEMA | None = None) -> RestoredState:
     """Restore a checkpoint written by `save_train_state` into the live objects (every rank calls it).
 
     Each rank restores its own RNG state when the world size is unchanged; after a resize the ranks
-    reseed from (step, rank), since a rank's old stream no longer exists.
+    reseed from (step, rank), since a rank's old stream no longer exists. With `ema`, the average is
+    restored from the checkpoint's `ema.safetensors`.
     """
     folder = Path(folder)
     meta = read_state_json(folder)
+    if ema is not None:
+        path = folder / EMA_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; the stage keeps a weight average (ema_decay > 0) but "
+                                    "this checkpoint was written without one")
+        ema.load_full_state(load_file(str(path)), str(path))
     weights = load_file(str(folder / MODEL_DIR / "model.safetensors"))
     set_state_dict(model, optimizer, model_state_dict=weights,
                    optim_state_dict=_optimizer_state(folder, meta["param_groups"]),

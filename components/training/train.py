@@ -29,14 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from components.core.config import ProjectConfig, flatten, to_dict
 from components.core.tracking import NULL_LOGGER, DatasetRef, MetricLogger, folder_dataset
 from components.evaluation.policy import PolicySettings, save_policy_settings
+from components.training.ema import EMA_FILE
 from components.training.inputs import StageInputs
 from components.training.loop import TrainJob, train_worker
 from components.training.session import RaySession
 from components.training.state import MODEL_DIR
+from model.vla import VLAModel
 
 STAGES = ("pretrain", "tune")
 # metrics of the last logging window copied into the summary (those the model computes for the stage)
@@ -122,14 +125,37 @@ def fit_restoring_sigint(trainer: Any) -> Any:
 
 
 def export_model(result: Any, out_dir: Path, *, mmu_condition: bool | None) -> Path:
-    """Copy the final checkpoint's model folder to `out_dir/model` (+ policy.json when given)."""
+    """Write the final checkpoint's model to `out_dir/model` (+ policy.json when given).
+
+    The checkpoint's model folder as it is, or, when the stage kept a weight average (`ema_decay` > 0), that
+    folder with the averaged weights in place of the live ones.
+    """
     target = out_dir / MODEL_DIR
     shutil.rmtree(target, ignore_errors=True)
     with result.checkpoint.as_directory() as folder:
-        shutil.copytree(Path(folder) / MODEL_DIR, target)
+        averaged = Path(folder) / EMA_FILE
+        if averaged.is_file():
+            save_averaged_model(Path(folder) / MODEL_DIR, averaged, target)
+        else:
+            shutil.copytree(Path(folder) / MODEL_DIR, target)
     if mmu_condition is not None:
         save_policy_settings(target, PolicySettings(mmu_condition=mmu_condition))
     return target
+
+
+def save_averaged_model(model_dir: Path, averaged: Path, target: Path) -> None:
+    """`model_dir`'s model with the trained parameters replaced by the average in `averaged`, saved to `target`."""
+    model = VLAModel.from_pretrained(model_dir)
+    tensors = load_file(str(averaged))
+    known = dict(model.named_parameters())
+    for name, tensor in tensors.items():
+        if name not in known or known[name].shape != tensor.shape:
+            raise ValueError(f"{averaged}: {name}: not a parameter of the model in {model_dir} with shape "
+                             f"{tuple(tensor.shape)}")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            known[name].copy_(tensor.to(known[name].dtype))
+    model.save_pretrained(target)
 
 
 def train_stage(stage: str, cfg: ProjectConfig, inputs: StageInputs, out_dir: Path, *, storage: Path,
