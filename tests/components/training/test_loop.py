@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from components.data.sampling import make_train_batches
+from components.training.ema import EMA_FILE
 from components.training.loop import train_worker
 from components.training.session import LocalSession
 from model.vla import VLAModel
@@ -83,13 +84,13 @@ def test_a_proprio_tune_standardises_the_state_by_its_data_and_trains_the_encode
 
 def test_resume_after_a_kill_ends_with_the_parameters_of_an_uninterrupted_run(pipeline_data, tmp_path):
     steps = 24
-    cfg = tiny_config("pretrain", steps=steps)
+    cfg = tiny_config("pretrain", steps=steps, **{"pretrain.ema_decay": 0.9})  # the weight average resumes too
     inputs = tiny_inputs(pipeline_data, None)
     run_local(cfg, "pretrain", inputs, tmp_path / "straight")
 
     folder = tmp_path / "killed"
     cmd = [sys.executable, "-m", "tests.fixtures.training", str(folder), str(pipeline_data.tokens.parent), "pretrain",
-           str(steps)]
+           str(steps), "pretrain.ema_decay=0.9"]
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     session = LocalSession(folder, keep=2)
     deadline = time.monotonic() + 240
@@ -106,7 +107,7 @@ def test_resume_after_a_kill_ends_with_the_parameters_of_an_uninterrupted_run(pi
     assert resumed.reports[0]["resumed_from_step"] == killed_at
     assert resumed.reports[0]["step"] == killed_at + 2  # the next checkpoint after the restored one
     final = f"checkpoint_{steps:08d}"
-    for name in ("model/model.safetensors", "optimizer.safetensors"):
+    for name in ("model/model.safetensors", "optimizer.safetensors", EMA_FILE):
         a, b = load_file(str(tmp_path / "straight" / final / name)), load_file(str(folder / final / name))
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
