@@ -41,13 +41,19 @@ def test_decay_outside_0_1_is_refused():
         WeightEMA(torch.nn.Linear(1, 1), decay=1.0)
 
 
-def test_checkpoint_keeps_live_weights_and_the_average_and_a_resume_restores_both(tmp_path):
+def checkpoint_with_average(folder):
+    """A tiny model trained 3 steps with a weight average, checkpointed to `folder`; (model, average)."""
     model, opt, sched = fresh(0)
     ema = WeightEMA(model, decay=0.9)
     for s in range(3):
         step(model, opt, sched, s)
         ema.update(s)
-    save_train_state(tmp_path, model, opt, sched, step=3, data_position={}, plain_model=meta_model(model), ema=ema)
+    save_train_state(folder, model, opt, sched, step=3, data_position={}, plain_model=meta_model(model), ema=ema)
+    return model, ema
+
+
+def test_checkpoint_keeps_live_weights_and_the_average_and_a_resume_restores_both(tmp_path):
+    model, ema = checkpoint_with_average(tmp_path)
     live = load_file(str(tmp_path / MODEL_DIR / "model.safetensors"))
     name = next(iter(ema.shadow))
     torch.testing.assert_close(live[name], dict(model.named_parameters())[name].detach())
@@ -64,13 +70,7 @@ def test_checkpoint_keeps_live_weights_and_the_average_and_a_resume_restores_bot
 
 
 def test_the_exported_model_holds_the_average(tmp_path):
-    model, opt, sched = fresh(0)
-    ema = WeightEMA(model, decay=0.9)
-    for s in range(3):
-        step(model, opt, sched, s)
-        ema.update(s)
-    save_train_state(tmp_path / "ckpt", model, opt, sched, step=3, data_position={}, plain_model=meta_model(model),
-                     ema=ema)
+    model, ema = checkpoint_with_average(tmp_path / "ckpt")
     save_averaged_model(tmp_path / "ckpt" / MODEL_DIR, tmp_path / "ckpt" / EMA_FILE, tmp_path / "out")
     exported = dict(VLAModel.from_pretrained(tmp_path / "out").named_parameters())
     for key, value in ema.shadow.items():
