@@ -1,20 +1,21 @@
 """An exponential moving average (EMA) of the trained weights: the model a stage hands to the next one.
 
-Behaviour cloning policies swing between checkpoints in closed loop even when their training loss has
-settled; the average of the last few thousand updates is the usual cure (Diffusion Policy, Octo and
-LeRobot's policies all evaluate an EMA). With `<stage>.ema_decay` > 0 every optimiser step does
+Behaviour-cloning policies swing between checkpoints in closed loop even when their training loss has
+settled; evaluating an average of the recent updates is the usual cure (Diffusion Policy evaluates one).
+With `<stage>.ema_decay` > 0 every optimiser step does
 
     shadow <- shadow + (1 - d_t) * (param - shadow),    d_t = min(ema_decay, (1 + t) / (10 + t))
 
 over the trainable parameters (t = optimiser steps done; the ramp keeps the first steps from being
-dominated by the initial weights). The full-state checkpoint keeps the live weights in `model/` (so a
-resumed run continues exactly) and the average in `ema.safetensors`; the stage's exported model folder
-(components/training/train.py) holds the average.
+dominated by the initial weights, and caps short runs: 0.999 is reached after 8990 steps, so a 3000-step
+stage ends at 0.997, an average over its last ~330 updates). The full-state checkpoint keeps the live
+weights in `model/` (so a resumed run continues exactly) and the average in `ema.safetensors`; the
+stage's exported model folder (components/training/train.py) holds the average.
 
     ema = WeightEMA(model, decay=0.999)    # after sharding: FSDP2 parameters are DTensors, the shadows too
     ema.update(step)                       # after each optimiser step
     tensors = ema.full_state()             # a collective under FSDP2; {parameter name: full tensor}
-    ema.load_full_state(tensors)           # on resume
+    ema.load_full_state(tensors, "ckpt/ema.safetensors")   # on resume; errors name the file
 """
 
 from __future__ import annotations
