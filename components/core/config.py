@@ -206,6 +206,8 @@ class TrainConfig:
     min_lr_ratio: float = _f(ge=0.0, le=1.0)
     # decay of the exponential moving average of the trained weights that the stage exports (0 = the last weights)
     ema_decay: float = _f(ge=0.0, lt=1.0)
+    # fraction of the current frame's VQ codes (input only) replaced by random codes in every robot sample (0 = none)
+    code_noise: float = _f(ge=0.0, lt=1.0)
     # global gradient-norm clip; 0 disables clipping
     clip_grad_norm: float = _f(ge=0.0)
     # bf16 autocast for matrix math

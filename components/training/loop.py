@@ -5,6 +5,7 @@
     train_worker(job, LocalSession(folder))  # one process, no Ray
 
 Per optimiser step: `grad_accum` micro-batches from the stage's data stream (components/training/inputs.py),
+their current-frame codes corrupted when `code_noise` > 0 (components/training/augment.py),
 `train_step` (bf16 autocast, clipping, AdamW, warm-up + cosine), then the weight average
 (components/training/ema.py) when `ema_decay` > 0. Every `log_every` steps the window means
 of every loss term, the learning rate, the gradient norm and throughput go to MLflow (rank 0; averaged
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from components.core.config import TrainConfig
 from components.core.tracking import MetricLogger
 from components.reporting.frame_grids import prediction_grid
+from components.training.augment import corrupt_codes, noise_generator
 from components.training.ema import WeightEMA
 from components.training.inputs import StageInputs, TrainStream, make_train_stream
 from components.training.optim import make_optimizer, make_scheduler
@@ -221,7 +223,9 @@ def train_worker(job: TrainJob, session: TrainSession) -> None:
     window, last = MetricWindow(), {"resumed_from_step": start}
     bar = tqdm(total=cfg.steps, initial=start, desc=job.stage, mininterval=5.0, disable=session.rank != 0)
     for step in range(start + 1, cfg.steps + 1):
-        micro = [stream.next_batch().to(device) for _ in range(cfg.grad_accum)]
+        micro = [corrupt_codes(stream.next_batch(), cfg.code_noise, codebook_size=job.model.vq.codebook_size,
+                               generator=noise_generator(job.seed, session.rank, step, i)).to(device)
+                 for i in range(cfg.grad_accum)]
         window.add(train_step(wrapped, optimizer, scheduler, micro, weights, bf16=cfg.bf16, clip=cfg.clip_grad_norm),
                    per_step)
         if ema is not None:

@@ -84,13 +84,14 @@ def test_a_proprio_tune_standardises_the_state_by_its_data_and_trains_the_encode
 
 def test_resume_after_a_kill_ends_with_the_parameters_of_an_uninterrupted_run(pipeline_data, tmp_path):
     steps = 24
-    cfg = tiny_config("pretrain", steps=steps, **{"pretrain.ema_decay": 0.9})  # the weight average resumes too
+    # the weight average and the code noise resume too
+    cfg = tiny_config("pretrain", steps=steps, **{"pretrain.ema_decay": 0.9, "pretrain.code_noise": 0.3})
     inputs = tiny_inputs(pipeline_data, None)
     run_local(cfg, "pretrain", inputs, tmp_path / "straight")
 
     folder = tmp_path / "killed"
     cmd = [sys.executable, "-m", "tests.fixtures.training", str(folder), str(pipeline_data.tokens.parent), "pretrain",
-           str(steps), "pretrain.ema_decay=0.9"]
+           str(steps), "pretrain.ema_decay=0.9", "pretrain.code_noise=0.3"]
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     session = LocalSession(folder, keep=2)
     deadline = time.monotonic() + 240
