@@ -26,12 +26,19 @@ Each runs with the torch threads its stage uses:
 
 Policies, each in its own process (`--spin-counts N ...` adds `spin N`: GOMP_SPINCOUNT=N):
 
-  default    libgomp's default wait (before)
-  1 thread   torch.set_num_threads(1) for every workload (changes float rounding: not a choice for the stages)
+  default    libgomp's default wait, a fixed thread count (before)
+  1 thread   torch.set_num_threads(1) for every workload
   passive    OMP_WAIT_POLICY=PASSIVE: a waiting thread sleeps at once
-  project    components.core.threads.configure_threads(), as every stage calls it (after)
+  project    libgomp's default wait and components.core.threads.ThreadGuard.tick() before every step, as the
+             training and tokenizer loops call it: one thread while other processes take the cores (after)
 
-Printed per workload and policy: torch threads, steps/s idle and loaded (medians over the rounds),
+Every window starts with `--settle` untimed seconds in its state (competitor running or paused), so a
+figure is the steady state: the guard has seen the change (it switches after 4 s of contention) and the
+step in flight when the state changed is not counted. Under the default wait one such step can take
+over 10 s, which is also about how long the guard's first switch takes in a real run.
+
+Printed per workload and policy: torch threads (on a free machine), the guard's thread switches (project
+only: 2 per round when it works), steps/s idle and loaded (medians over the rounds),
 loaded / idle, idle vs the first policy's idle (a policy must not cost throughput on an idle machine),
 the cores other processes on the machine used during the windows (the largest; above ~0.1 the figures
 are disturbed: run again), and every window's figure (idle ones first).
@@ -62,7 +69,8 @@ from components.core.config import ProjectConfig, add_config_args, config_from_a
 # the child processes import the project from the root, like the parent (`python benchmarks/contention.py`)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # --smoke: the same measurements at sizes that take seconds; explicit flags still win
-SMOKE = ["--profile", "smoke", "--seconds", "0.2", "--rounds", "1", "--warmup", "1", "--ep-len", "10"]
+SMOKE = ["--profile", "smoke", "--seconds", "0.2", "--settle", "0.2", "--rounds", "1", "--warmup", "1",
+         "--ep-len", "10"]
 WORKLOADS = ("tokenizer", "training", "rollout")
 # env vars that change how torch's threads run; a policy's child starts with none of them but its own
 THREAD_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_DYNAMIC",
@@ -86,7 +94,7 @@ class Policy:
     env: dict[str, str] = field(default_factory=dict)
     # torch.set_num_threads for every workload; None = what each workload's stage uses
     threads: int | None = None
-    # call the project's components.core.threads.configure_threads() first, as every stage does
+    # tick a components.core.threads.ThreadGuard before every step, as the training and tokenizer loops do
     project: bool = False
 
 
@@ -94,7 +102,7 @@ POLICIES = {
     "default": Policy("libgomp's default wait (GOMP_SPINCOUNT=300000)"),
     "1 thread": Policy("torch.set_num_threads(1)", threads=1),
     "passive": Policy("OMP_WAIT_POLICY=PASSIVE", {"OMP_WAIT_POLICY": "PASSIVE"}),
-    "project": Policy("components.core.threads.configure_threads()", project=True),
+    "project": Policy("libgomp's default wait + components.core.threads.ThreadGuard", project=True),
 }
 
 
@@ -277,11 +285,9 @@ def stage_threads(name: str, cfg: ProjectConfig, args: argparse.Namespace, defau
 
 def run_child(args: argparse.Namespace, policy: Policy) -> None:
     """Time every workload of `args.workloads` idle and loaded under `policy`; print one RESULT line each."""
-    if policy.project:
-        from components.core.threads import configure_threads
-
-        configure_threads()
     import torch
+
+    from components.core.threads import ThreadGuard
 
     default = torch.get_num_threads()
     cfg = config_from_args(args)
@@ -289,16 +295,26 @@ def run_child(args: argparse.Namespace, policy: Policy) -> None:
     try:
         for name in args.workloads:
             torch.set_num_threads(policy.threads or stage_threads(name, cfg, args, default))
-            step, label = rollout_step(cfg, args.ep_len) if name == "rollout" else BUILDERS[name](cfg)
+            work, label = rollout_step(cfg, args.ep_len) if name == "rollout" else BUILDERS[name](cfg)
+            threads = torch.get_num_threads()
+            guard = ThreadGuard(name=name, log=lambda message: None) if policy.project else None
+
+            def step(work: Callable[[], int] = work, guard: ThreadGuard | None = guard) -> int:
+                if guard is not None:
+                    guard.tick()
+                return work()
+
             rate(step, 0.0, competitor, min_calls=args.warmup)
             idle, loaded, others = [], [], []
             for _ in range(args.rounds):
                 for window, running in ((idle, False), (loaded, True)):
                     with competitor.running() if running else nullcontext():
+                        rate(step, args.settle, competitor)
                         steps_per_s, other = rate(step, args.seconds, competitor)
                     window.append(steps_per_s)
                     others.append(other)
-            print(RESULT + json.dumps({"workload": name, "label": label, "threads": torch.get_num_threads(),
+            switches = 0 if guard is None else guard.switches
+            print(RESULT + json.dumps({"workload": name, "label": label, "threads": threads, "switches": switches,
                                        "idle": statistics.median(idle), "loaded": statistics.median(loaded),
                                        "others": max(others), "idle_all": idle, "loaded_all": loaded}), flush=True)
     finally:
@@ -333,6 +349,8 @@ def main() -> None:
                         help="also compare GOMP_SPINCOUNT=N for each N")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each timed window")
+    parser.add_argument("--settle", type=float, default=6.0,
+                        help="untimed seconds in a window's state before it is timed (the guard switches after 4)")
     parser.add_argument("--rounds", type=int, default=2, help="idle + loaded window pairs per figure (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (rollout: subtasks) before timing")
     parser.add_argument("--ep-len", type=int, default=60, help="rollout: steps per subtask (one per env per step)")
@@ -361,10 +379,10 @@ def main() -> None:
     for name, rows in results.items():
         base_idle = rows[0][1]["idle"]
         print(f"\n{name}: {rows[0][1]['label']}")
-        print(f"  {'policy':<10} {'threads':>7} {'idle':>8} {'loaded':>8} {'loaded/idle':>12} "
+        print(f"  {'policy':<10} {'threads':>7} {'switches':>8} {'idle':>8} {'loaded':>8} {'loaded/idle':>12} "
               f"{'idle vs ' + base:>16} {'others':>7}")
         for policy, r in rows:
-            print(f"  {policy:<10} {r['threads']:>7} {r['idle']:8.2f} {r['loaded']:8.2f} "
+            print(f"  {policy:<10} {r['threads']:>7} {r['switches']:>8} {r['idle']:8.2f} {r['loaded']:8.2f} "
                   f"{r['loaded'] / r['idle']:11.2f}x {r['idle'] / base_idle:15.2f}x "
                   f"{r['others']:7.2f}  {' '.join(f'{v:.2f}' for v in r['idle_all'] + r['loaded_all'])}")
     if {"default", "project"} <= set(policies):

@@ -26,8 +26,9 @@ FIGURES = {
     "contention.py": [
         *(rf"{workload}: loaded/idle {NUMBER}x \(default {NUMBER}x\), idle {NUMBER}x of default's"
           for workload in ("tokenizer", "training", "rollout")),
-        rf"  passive +\d+ +{NUMBER} +{NUMBER} +{NUMBER}x",
-        rf"  1 thread +1 +{NUMBER} +{NUMBER} +{NUMBER}x",
+        rf"  passive +\d+ +0 +{NUMBER} +{NUMBER} +{NUMBER}x",
+        rf"  1 thread +1 +0 +{NUMBER} +{NUMBER} +{NUMBER}x",
+        rf"  project +\d+ +\d+ +{NUMBER} +{NUMBER} +{NUMBER}x",
     ],
     "env_step.py": [
         rf"baseline: detailed robot meshes, full renders +{NUMBER} ms/step",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from components.core.entry import prepare_environment
 
-prepare_environment()  # before torch or transformers is imported: thread settings, offline hubs
+prepare_environment()  # before transformers is imported: offline hubs
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402

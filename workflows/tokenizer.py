@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from components.core.entry import cli_main, prepare_environment, write_metrics
 
-prepare_environment()  # before torch is imported: how its threads wait (components.core.threads)
+prepare_environment()  # before Ray or transformers is imported
 
 import argparse  # noqa: E402
 import json  # noqa: E402

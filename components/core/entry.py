@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from components.core.config import ConfigError
-from components.core.threads import configure_threads
 
 # read by Ray and Hugging Face when they are imported, so they are set before that, never overriding the user's
 ENVIRONMENT = {
@@ -31,13 +30,9 @@ ENVIRONMENT = {
 
 
 def prepare_environment() -> None:
-    """Set the defaults of `ENVIRONMENT` that the user has not set, and how torch's threads wait.
-
-    The thread settings (components.core.threads) are read once, when torch loads: call this first.
-    """
+    """Set the defaults of `ENVIRONMENT` that the user has not set (call it before Ray or transformers loads)."""
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
-    configure_threads()
 
 
 def write_metrics(metrics: Mapping[str, Any], path: str | Path, *, echo: bool = False) -> Path:

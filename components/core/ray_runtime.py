@@ -50,8 +50,8 @@ def ray_connection(num_cpus: int | None = None, *, log_to_driver: bool = False) 
     A local Ray is always a new one (`address="local"`) bound to loopback, with `num_cpus` CPUs (None =
     all of the machine); it is shut down on exit. A joined or pre-existing Ray is left running.
     `log_to_driver` forwards the workers' stdout/stderr to this terminal (training's progress bar).
-    The job's workers (tasks, actors, Ray Train and Tune workers) start with this driver's torch thread
-    settings (components.core.threads), on this machine or a cluster's nodes.
+    The job's workers (tasks, actors, Ray Train and Tune workers) start with the user's own OpenMP wait
+    settings, if any (components.core.threads.thread_environment), on this machine or a cluster's nodes.
     """
     if ray.is_initialized():
         yield

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from components.core.config import TokenizerConfig
 from components.core.picture_labels import label_grid
+from components.core.threads import ThreadGuard
 from components.core.tracking import NULL_LOGGER, MetricLogger
 from components.data.conversation import DESCRIBE_PROMPT, answer_text, prompt_text
 from components.data.tables import FRAMES, VQA, WINDOWS, decode_image, part_files, read_table
@@ -136,7 +137,9 @@ def fit_vq(cfg: TokenizerConfig, tok: VQModel, train: torch.Tensor, held: torch.
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(tok.parameters(), lr=cfg.lr)
     tok.train()
+    guard = ThreadGuard(name="fit VQ tokenizer")  # fewer threads while other processes take the cores
     for step in tqdm(range(1, cfg.steps + 1), desc="fit VQ tokenizer", unit="step"):
+        guard.tick()
         batch = train[torch.randint(len(train), (cfg.batch_size,), generator=gen)]
         loss, metrics = tok.training_loss(batch, entropy_weight=cfg.entropy_weight)
         opt.zero_grad(set_to_none=True)

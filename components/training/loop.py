@@ -7,11 +7,13 @@
 Per optimiser step: `grad_accum` micro-batches from the stage's data stream (components/training/inputs.py),
 their current-frame codes corrupted when `code_noise` > 0 (components/training/augment.py),
 `train_step` (bf16 autocast, clipping, AdamW, warm-up + cosine), then the weight average
-(components/training/ema.py) when `ema_decay` > 0. Every `log_every` steps the window means
-of every loss term, the learning rate, the gradient norm and throughput go to MLflow (rank 0; averaged
-over ranks); every `image_every` steps a predicted-vs-true future-frame grid; every `checkpoint_every`
-steps and at the end a full-state checkpoint (components/training/state.py) reported to the session, which
-resumes from the newest one after an interruption or a lost worker.
+(components/training/ema.py) when `ema_decay` > 0. Before each step a `ThreadGuard`
+(components/core/threads.py) runs one torch thread while other processes take the cores. Every
+`log_every` steps the window means of every loss term, the learning rate, the gradient norm, throughput
+and the torch threads in use go to MLflow (rank 0; averaged over ranks); every `image_every` steps a
+predicted-vs-true future-frame grid; every `checkpoint_every` steps and at the end a full-state
+checkpoint (components/training/state.py) reported to the session, which resumes from the newest one
+after an interruption or a lost worker.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from components.core.config import TrainConfig
+from components.core.threads import ThreadGuard
 from components.core.tracking import MetricLogger
 from components.reporting.frame_grids import prediction_grid
 from components.training.augment import corrupt_codes, noise_generator
@@ -222,7 +225,9 @@ def train_worker(job: TrainJob, session: TrainSession) -> None:
     per_step = (cfg.batch_size + cfg.mmu_batch_size) * cfg.grad_accum
     window, last = MetricWindow(), {"resumed_from_step": start}
     bar = tqdm(total=cfg.steps, initial=start, desc=job.stage, mininterval=5.0, disable=session.rank != 0)
+    guard = ThreadGuard(name=f"{job.stage} rank {session.rank}")  # fewer threads while others take the cores
     for step in range(start + 1, cfg.steps + 1):
+        guard.tick()
         micro = [corrupt_codes(stream.next_batch(), cfg.code_noise, codebook_size=job.model.vq.codebook_size,
                                generator=noise_generator(job.seed, session.rank, step, i)).to(device)
                  for i in range(cfg.grad_accum)]
@@ -232,7 +237,7 @@ def train_worker(job: TrainJob, session: TrainSession) -> None:
             ema.update(step - 1)
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            last = {**window.read(), "resumed_from_step": start}
+            last = {**window.read(), "resumed_from_step": start, "torch_threads": guard.threads}
             bar.set_postfix(loss=f"{last['loss']:.3f}", refresh=False)
             if session.rank == 0:
                 job.log.log_metrics({f"{job.stage}/{k}": v for k, v in last.items()}, step=step)

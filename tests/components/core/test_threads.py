@@ -1,48 +1,126 @@
-"""components/core/threads.py: torch's OpenMP threads spin briefly before sleeping, in every stage process."""
+"""components/core/threads.py: one torch thread while other processes take the cores, all of them again after."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+import time
 
-from components.core.threads import WAIT_VARIABLES, configure_threads, thread_environment
-from tests.conftest import PROJECT_ROOT
+import pytest
+import torch
 
-
-def clean_environment() -> dict[str, str]:
-    """This process's environment without any OpenMP wait setting (a test session may have set one)."""
-    return {k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES}
+from components.core.threads import SUSTAIN_S, ThreadGuard, thread_environment, usable_cores
 
 
-def libgomp_settings(code: str, env: dict[str, str]) -> str:
-    """What libgomp reports it read when torch loads in a fresh interpreter running `code` (OMP_DISPLAY_ENV)."""
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env={**env, "OMP_DISPLAY_ENV": "VERBOSE"},
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "OPENMP DISPLAY ENVIRONMENT" in out.stderr, f"torch did not load libgomp:\n{out.stderr[-3000:]}"
-    return out.stderr
+class Machine:
+    """A fake clock and CPU counters: `run(seconds, others)` advances time with other processes using `others` cores."""
+
+    def __init__(self) -> None:
+        self.now, self.busy, self.own = 100.0, 0.0, 0.0
+
+    def run(self, seconds: float, others: float, own: float = 1.0) -> None:
+        self.now += seconds
+        self.own += own * seconds
+        self.busy += (own + others) * seconds
+
+    def reader(self) -> tuple[float, float]:
+        return self.busy, self.own
 
 
-def test_the_default_is_a_short_spin_and_a_users_own_wait_setting_wins():
-    assert thread_environment({}) == {"GOMP_SPINCOUNT": "500"}
-    # GOMP_SPINCOUNT would override the spin count OMP_WAIT_POLICY implies: nothing is added to a user's choice
-    assert thread_environment({"OMP_WAIT_POLICY": "ACTIVE", "HOME": "/x"}) == {"OMP_WAIT_POLICY": "ACTIVE"}
-    assert thread_environment({"GOMP_SPINCOUNT": "infinite"}) == {"GOMP_SPINCOUNT": "infinite"}
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
-def test_configure_threads_keeps_a_users_setting(monkeypatch):
-    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    configure_threads()
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert "GOMP_SPINCOUNT" not in os.environ
+def guard_on(machine: Machine, threads: int = 2, cores: int = 2) -> tuple[ThreadGuard, list[str]]:
+    messages: list[str] = []
+    torch.set_num_threads(threads)
+    guard = ThreadGuard(threads, cores=cores, name="tune", reader=machine.reader, clock=lambda: machine.now,
+                        log=messages.append)
+    return guard, messages
 
 
-def test_libgomp_reads_the_spin_count_the_tokenizer_stage_sets_before_torch_loads():
-    # the tokenizer stage runs torch's 2-thread fit in its own process: its entry point must set the wait first
-    report = libgomp_settings("import workflows.tokenizer, torch; torch.ones(2) + 1", clean_environment())
-    assert "GOMP_SPINCOUNT = '500'" in report, report
-    # without it libgomp spins 300000 times (the collapse under load): the check above can fail
-    plain = libgomp_settings("import torch", clean_environment())
-    assert "GOMP_SPINCOUNT = '300000'" in plain, plain
+def steps(guard: ThreadGuard, machine: Machine, seconds: float, others: float, step_s: float = 0.5) -> None:
+    for _ in range(round(seconds / step_s)):
+        guard.tick()
+        machine.run(step_s, others)
+    guard.tick()
+
+
+def test_an_idle_machine_keeps_every_thread_and_a_short_burst_changes_nothing():
+    machine = Machine()
+    guard, messages = guard_on(machine)
+    steps(guard, machine, 60, others=0.05)  # Ray's own processes, a log flush
+    steps(guard, machine, SUSTAIN_S / 2, others=1.0)  # a checkpoint copy, a browser tab loading
+    steps(guard, machine, 10, others=0.05)
+    assert guard.switches == 0 and messages == [] and torch.get_num_threads() == 2
+
+
+def test_one_busy_process_takes_a_thread_away_until_it_stops():
+    machine = Machine()
+    guard, messages = guard_on(machine)
+    steps(guard, machine, SUSTAIN_S + 1.5, others=0.7)  # what a busy loop gets beside two spinning threads
+    assert guard.threads == 1 and torch.get_num_threads() == 1
+    assert messages == ["tune: other processes use 0.7 of 2 cores: 1 torch thread(s) instead of 2"]
+    steps(guard, machine, 30, others=1.0)  # with one thread the busy process gets its whole core: no flapping
+    assert guard.switches == 1
+    steps(guard, machine, 1.5, others=0.02)
+    assert guard.threads == 2 and torch.get_num_threads() == 2 and guard.switches == 2
+    assert messages[-1].startswith("tune: other processes now use only 0.0 of 2 cores: 2 torch thread(s)")
+
+
+def test_a_step_that_collapsed_switches_at_once():
+    machine = Machine()
+    guard, _ = guard_on(machine)
+    guard.tick()
+    machine.run(14.0, others=0.67)  # one step under libgomp's spin beside a busy process
+    assert guard.tick() == 1
+
+
+def test_a_light_load_in_the_hysteresis_band_keeps_the_count():
+    machine = Machine()
+    guard, _ = guard_on(machine)
+    steps(guard, machine, 20, others=0.2)  # above the 0.15 to go back up, below the 0.3 to go down
+    assert guard.threads == 2
+    steps(guard, machine, SUSTAIN_S + 1, others=1.0)
+    steps(guard, machine, 20, others=0.2)
+    assert guard.threads == 1
+
+
+def test_spare_cores_absorb_other_processes_and_one_thread_has_nothing_to_give():
+    machine = Machine()
+    big, _ = guard_on(machine, threads=2, cores=16)
+    steps(big, machine, 20, others=3.0)
+    assert big.switches == 0
+    machine = Machine()
+    single, _ = guard_on(machine, threads=1)
+    steps(single, machine, 20, others=1.5)
+    assert not single.enabled and single.threads == 1 and torch.get_num_threads() == 1
+
+
+def test_only_a_users_own_wait_settings_are_forwarded_to_workers():
+    assert thread_environment({"HOME": "/x"}) == {}
+    assert thread_environment({"OMP_WAIT_POLICY": "PASSIVE", "HOME": "/x"}) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert thread_environment({"GOMP_SPINCOUNT": "500"}) == {"GOMP_SPINCOUNT": "500"}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/stat")
+def test_a_real_busy_process_is_seen_and_its_end_too():
+    cores = usable_cores()
+    torch.set_num_threads(cores)
+    guard = ThreadGuard(cores, name="test", log=lambda message: None)  # the real /proc/stat and clock
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while guard.tick() == cores and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert guard.threads < cores and torch.get_num_threads() == guard.threads
+    finally:
+        busy.kill()
+        busy.wait()
+    deadline = time.monotonic() + 30
+    while guard.tick() < cores and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert guard.threads == cores

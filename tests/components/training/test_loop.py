@@ -47,6 +47,7 @@ def test_a_short_pretrain_lowers_prediction_and_understanding_losses(pretrained)
     for term in ("pre", "mmu"):
         falls(reports, term)
     assert "act" not in reports[-1]  # lambda_act = 0 in stage 1: the term is not even computed
+    assert reports[-1]["torch_threads"] == 1  # run_local's one thread: the thread guard has none to take away
 
 
 def test_a_short_tune_from_stage_one_lowers_every_active_loss(pipeline_data, pretrained, tmp_path):
