@@ -23,7 +23,7 @@ def test_one_row_per_sample_and_three_columns_of_decoded_frames_with_labels(view
     tiles_shape = (3 * (views * side + PAD) + PAD, 3 * (side + PAD) + PAD, 3)
     header, left, grid = label_bands(picture, tiles_shape)
     assert picture.dtype == np.uint8
-    true_future = model.decode_codes(batch.future_codes[:1])[0, 0]
+    true_future = model.decode_codes(batch.future_codes)[0, 0]  # the whole batch, as the grid decodes it
     tile = grid[PAD:PAD + side, 2 * (side + PAD) + PAD:][:side, :side]  # row 0, column "true future"
     expected = ((true_future.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     assert np.array_equal(tile[::SCALE, ::SCALE], expected)
