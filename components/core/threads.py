@@ -14,10 +14,13 @@ So the spin stays libgomp's and the thread COUNT adapts instead: `ThreadGuard.ti
 steps by the loops that run several threads (stage 1/2 training, the VQ tokenizer fit), measures the CPU
 that other processes used since its last look (/proc/stat minus this process). While they take the
 cores this process's threads need, it runs fewer threads (one on 2 cores: a single thread waits for
-nobody); when they stop, all of them again. "Other processes" is everything else on the machine, this stage's DataLoader workers and the
-other ranks on the node included: oversubscribed cores collapse the same way whoever holds them. On an idle machine it never switches, so a run is bit-identical to a fixed-thread one;
-a run that shared the CPU differs from it in float rounding (a thread count partitions reductions),
-and says so: the guard logs every switch, and training logs `<stage>/torch_threads`.
+nobody); when they stop, all of them again. "Other processes" is everything else on the machine, this
+stage's DataLoader workers and the other ranks on the node included: oversubscribed cores collapse the
+same way whoever holds them.
+
+On an idle machine it never switches, so a run is bit-identical to a fixed-thread one; a run that shared
+the CPU differs from it in float rounding (a thread count partitions reductions), and says so: the guard
+logs every switch, and training logs `<stage>/torch_threads`.
 
 A user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT is forwarded to a local Ray's and a cluster job's workers
 (`components.core.ray_runtime.ray_connection`) through `thread_environment()`.
