@@ -146,14 +146,12 @@ class Competitor:
 
 def busy_seconds(competitor: Competitor) -> tuple[float, float]:
     """(CPU seconds the whole machine has been busy, CPU seconds of this process and the competitor) so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    with open("/proc/stat") as f:
-        cpu = [int(v) for v in f.readline().split()[1:]]
-    busy = sum(cpu) - cpu[3] - cpu[4]  # all but idle and iowait
+    from components.core.threads import cpu_seconds  # the guard's own reading of the machine
+
+    busy, own = cpu_seconds()
     with open(f"/proc/{competitor.process.pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    own = os.times()
-    return busy / ticks, own.user + own.system + (int(fields[11]) + int(fields[12])) / ticks
+    return busy, own + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rate(step: Callable[[], int], seconds: float, competitor: Competitor, min_calls: int = 1) -> tuple[float, float]:
