@@ -6,7 +6,13 @@ future codes, action chunks, instructions) at the sizes of params.yaml:
 * on-the-fly (what the reference does every training step): the same samples, but the current and
   future frames' image bytes (held in memory, which favours this path) are decoded, resized and
   VQ-encoded for every batch (every view the model reads, as the shards hold them).
-The first batch of both paths is checked to be identical. Run after `dvc repro pretokenize`:
+The first batch of both paths is checked to be identical.
+
+Then the stream the `tune` stage itself reads (components/training/inputs.make_train_stream with the tune
+section: robot batch, MMU batch, and with tune.mmu_condition the CLIP-sized scene image of every sample,
+which `LazyBlobs` reads from 16-row Parquet groups): batches/s with the row-group cache at 8 groups (what
+it held before the byte budget) and at `LAZY_CACHE_BYTES`, each over the same batches from a fresh stream.
+Run after `dvc repro pretokenize`:
 
     .venv/bin/python benchmarks/input_pipeline.py
     .venv/bin/python benchmarks/input_pipeline.py --ingested /tmp/x/ingested --tokens /tmp/x/tokens --vq /tmp/x/vq
@@ -30,15 +36,17 @@ import pyarrow.compute as pc
 import torch
 
 from components.core.config import add_config_args, config_from_args
+from components.data import tables
 from components.data.collate import RobotCollator
 from components.data.datasets import RobotDataset, RobotSpec, frame_keys
 from components.data.frame_encoder import encode_blobs
 from components.data.tables import read_table
+from components.training.inputs import StageInputs, make_train_stream
 from model.vocab import TokenLayout, load_text_tokenizer
 from model.vq_tokenizer import VQTokenizer
 
 # --smoke: the same measurements at sizes that take seconds; explicit flags still win
-SMOKE = ["--profile", "smoke", "--batches", "2"]
+SMOKE = ["--profile", "smoke", "--batches", "2", "--stream-batches", "3"]
 
 
 class OnTheFly:
@@ -91,6 +99,25 @@ def throughput(make_batch, batches: list[np.ndarray]) -> float:
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
 
 
+def stream_rate(cfg, args: argparse.Namespace, text, batches: int, cache_bytes: int) -> float:
+    """Batches/s of a fresh `tune` stream (seed 0, one rank) over `batches` batches, the first untimed."""
+    tables.LAZY_CACHE_BYTES = cache_bytes  # LazyBlobs read it when the stream's datasets are built
+    inputs = StageInputs.of(tokens_dir=args.tokens, ingested_dir=args.ingested, vq_dir=args.vq,
+                            text_tokenizer_dir=args.text_tokenizer, init_model=None)
+    stream = make_train_stream(cfg.tune, cfg.model, inputs, text, seed=0, rank=0, world_size=1)
+    stream.next_batch()
+    start = time.perf_counter()
+    for _ in range(batches):
+        stream.next_batch()
+    return batches / (time.perf_counter() - start)
+
+
+def old_cache_bytes(tokens: Path) -> int:
+    """8 row groups of the tokens table's scene images: the cache `LazyBlobs` held before its byte budget."""
+    scenes = tables.LazyBlobs(tokens / "frames", "scene_image")
+    return 8 * max(scenes._group(0).nbytes, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
@@ -99,6 +126,7 @@ def main() -> None:
     parser.add_argument("--vq", default="artifacts/vq")
     parser.add_argument("--text-tokenizer", default="artifacts/text_tokenizer")
     parser.add_argument("--batches", type=int, default=20, help="batches timed per path")
+    parser.add_argument("--stream-batches", type=int, default=200, help="tune-stream batches timed per cache size")
     parser.add_argument("--smoke", action="store_true", help=f"tiny sizes, seconds: {' '.join(SMOKE)}")
     args = parser.parse_args()
     if args.smoke:
@@ -124,6 +152,16 @@ def main() -> None:
     print(f"pre-tokenized shards : {pre:10.1f} samples/s")
     print(f"on-the-fly VQ encode : {otf:10.1f} samples/s")
     print(f"speed-up             : {pre / otf:10.1f}x   (load average after: {os.getloadavg()[0]:.2f})")
+    old, new = old_cache_bytes(Path(args.tokens)), tables.LAZY_CACHE_BYTES
+    before = stream_rate(cfg, args, text, args.stream_batches, old)
+    after = stream_rate(cfg, args, text, args.stream_batches, new)
+    print(f"tune stream ({args.stream_batches} batches of {cfg.tune.batch_size} robot + {cfg.tune.mmu_batch_size} MMU, "
+          f"mmu_condition {cfg.tune.mmu_condition}):")
+    print(f"  row-group cache {old / 2**20:7.2f} MiB (8 groups, before) : {before:8.2f} batches/s "
+          f"({1000 / before:6.1f} ms each)")
+    print(f"  row-group cache {new / 2**20:7.2f} MiB (LAZY_CACHE_BYTES) : {after:8.2f} batches/s "
+          f"({1000 / after:6.1f} ms each)")
+    print(f"  speed-up                                   : {after / before:8.2f}x")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ FIGURES = {
         rf"pre-tokenized shards : +{NUMBER} samples/s",
         rf"on-the-fly VQ encode : +{NUMBER} samples/s",
         rf"speed-up +: +{NUMBER}x",
+        r"tune stream \(3 batches of \d+ robot \+ \d+ MMU, mmu_condition True\)",
+        rf"\(8 groups, before\) : +{NUMBER} batches/s",
+        rf"\(LAZY_CACHE_BYTES\) : +{NUMBER} batches/s",
+        rf"  speed-up +: +{NUMBER}x",
     ],
     "model_step.py": [
         r"matmul ceiling 2048\^2: fp32 \d+ GFLOP/s, bf16 \d+ GFLOP/s",
