@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 
 from components.core.config import add_config_args, config_from_args
@@ -113,9 +114,15 @@ def stream_rate(cfg, args: argparse.Namespace, text, batches: int, cache_bytes: 
 
 
 def old_cache_bytes(tokens: Path) -> int:
-    """8 row groups of the tokens table's scene images: the cache `LazyBlobs` held before its byte budget."""
-    scenes = tables.LazyBlobs(tokens / "frames", "scene_image")
-    return 8 * max(scenes._group(0).nbytes, 1)
+    """8 average row groups of the tokens table's scene images: the cache `LazyBlobs` held before its byte budget."""
+    sizes = []
+    for path in tables.part_files(tokens / "frames"):
+        meta = pq.ParquetFile(path).metadata
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            sizes += [group.column(c).total_uncompressed_size for c in range(group.num_columns)
+                      if group.column(c).path_in_schema == "scene_image"]
+    return 8 * max(int(np.mean(sizes)), 1)
 
 
 def main() -> None:
