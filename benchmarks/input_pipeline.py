@@ -114,7 +114,10 @@ def stream_rate(cfg, args: argparse.Namespace, text, batches: int, cache_bytes: 
 
 
 def old_cache_bytes(tokens: Path) -> int:
-    """8 average row groups of the tokens table's scene images: the cache `LazyBlobs` held before its byte budget."""
+    """8 of the largest scene-image row groups: at least the cache `LazyBlobs` held (8 groups) before its budget.
+
+    (Bridge's groups hold no scene images, so an average group would undersize the old cache.)
+    """
     sizes = []
     for path in tables.part_files(tokens / "frames"):
         meta = pq.ParquetFile(path).metadata
@@ -122,7 +125,7 @@ def old_cache_bytes(tokens: Path) -> int:
             group = meta.row_group(g)
             sizes += [group.column(c).total_uncompressed_size for c in range(group.num_columns)
                       if group.column(c).path_in_schema == "scene_image"]
-    return 8 * max(int(np.mean(sizes)), 1)
+    return 8 * max(sizes)
 
 
 def main() -> None:

@@ -145,9 +145,9 @@ class LazyBlobs:
 
     Row r is the r-th row of the folder's part files in name order. Row groups once read stay cached up to
     `cache_bytes` in all (the least recently used leave first), so a column that fits is read from disk once
-    per process: a random sample otherwise decompresses a whole 16-image group for one image (the default
-    tune stream's batch: 24 ms with 8 cached groups, 17 ms now; benchmarks/input_pipeline.py). File handles
-    are reopened in each process (DataLoader workers fork after construction, and each keeps its own cache).
+    per process: a random sample otherwise decompresses a whole 16-image group for one image (the tune
+    stream's batch read, with 8 groups cached and now: benchmarks/input_pipeline.py). File handles are
+    reopened in each process (DataLoader workers fork after construction, and each keeps its own cache).
     """
 
     def __init__(self, folder: Path, column: str, cache_bytes: int | None = None) -> None:
