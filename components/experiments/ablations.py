@@ -155,6 +155,13 @@ def ablation_tables(results: Mapping[str, Mapping[str, Any]], *, setting: str = 
     return tables
 
 
+# The intervals are the evaluation's: one trained model per row. Retraining a row with another seed moves it further
+# (the default's four runs: 67-111/160 articulated trials, per-task spread ~3x binomial; benchmarks/README.md).
+SEED_CAVEAT = ("The intervals cover the evaluation of one trained model per row, not the spread between training "
+               "seeds, which is larger: rows from one seed each are ordered only where they differ by more than "
+               "that spread (benchmarks/README.md, \"Levers\").")
+
+
 def _rate(successes: int, trials: int) -> str:
     low, high = wilson(successes, trials)
     return f"{100 * successes / trials:.1f}% [{100 * low:.0f}, {100 * high:.0f}]"
@@ -185,7 +192,8 @@ def chain_table(results: Mapping[str, Mapping[str, Any]]) -> str:
         lines.append(f"| {variant_label(preset)} | {rates} | {length} | {delta} | {n} |")
     key = (f"{CALVIN_TABLE_KEY} Brackets: 95% intervals (Wilson for the rates; bootstrap over chains, "
            f"{RESAMPLES} resamples, for Avg. Len.). Δ vs full: this row's Avg. Len. minus full's on the same chains "
-           "(paired bootstrap); ≈: its interval contains 0, so these chains cannot separate the row from full.")
+           "(paired bootstrap); ≈: its interval contains 0, so these chains cannot separate the row from full. "
+           f"{SEED_CAVEAT}")
     return "\n".join(lines) + "\n\n" + key + "\n"
 
 
@@ -209,7 +217,7 @@ def trial_table(trials: Mapping[str, Mapping[str, Mapping[str, int]]]) -> str:
         lines.append(f"| {variant_label(preset)} | " + " | ".join(cells) + f" | {total} |")
     key = ("Each task from the same protocol starts (envs/experts/evaluate.py) with CALVIN's evaluation sentence, at "
            "most evaluate.ep_len steps. total: all trials of the row, 95% Wilson interval in brackets; ≈: the "
-           "interval overlaps full's.")
+           "interval overlaps full's. " + SEED_CAVEAT)
     return "\n".join(lines) + "\n\n" + key + "\n"
 
 

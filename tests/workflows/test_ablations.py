@@ -67,6 +67,8 @@ def test_tables_follow_the_papers_layout_with_intervals_and_mark_what_they_canno
     assert "| w/o MMU data (no_mmu) | 0/20 | 1/20 | 1/40, 2.5% [0, 13] |" in table3
     assert "| w/o future prediction (no_prediction) | 18/20 | 19/20 | 37/40, 92.5% [80, 97] ≈ |" in table3
     assert "| UP-VLA-RT-2 (rt2) |" in tables["table1.md"] and "rt2" not in table3
+    # both keys say the intervals are one trained model's, not the spread between training seeds
+    assert table3.count("not the spread between training seeds") == 2
     assert ablation_tables({"full": full}) == {}  # full alone compares with nothing
     plain = {k: v for k, v in full.items() if k not in ("chain_lengths", "task_trials")}  # older results
     assert "| UP-VLA (full) | 75.0% [30, 95] |" in ablation_tables({"full": plain, "no_mmu": plain})["table3.md"]
