@@ -16,7 +16,10 @@ Run `python -m envs.franka.camera` to list connected cameras and their serial nu
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import queue
+import sqlite3
 import sys
 import threading
 import time
@@ -81,11 +84,14 @@ class RealSenseCamera:
         self._device = self._find_device(rs) if self._live else self._load_recording(rs)
         self.serial = self._device.get_info(rs.camera_info.serial_number)
         if cfg.serial is not None and self.serial != cfg.serial:
+            self._device = self._playback = None  # released here, not whenever the traceback is collected
             raise CameraError(f"{name}.recording: {cfg.recording} was recorded from camera {self.serial}, "
                               f"not {name}.serial {cfg.serial}")
         self._sensor, profile = self._color_profile(rs)
         self._sensor.open(profile)
-        self._sensor.start(self._on_frame)
+        # The callback holds the queue, not `self`: with no reference cycle, a dropped camera's librealsense
+        # objects are freed at once on this thread, never later by the cyclic GC (in any thread, mid-stream).
+        self._sensor.start(functools.partial(_deliver, self._frames, self._closing, self._live))
         # librealsense calling into a finalizing interpreter aborts it: stop at exit even if never closed
         self._finalizer = weakref.finalize(self, _stop_stream, self._sensor, self._closing)
 
@@ -102,6 +108,9 @@ class RealSenseCamera:
         path = Path(self.cfg.recording)
         if not path.is_file():
             raise CameraError(f"{self.name}.recording: no such file: {path}")
+        problem = _recording_problem(path)
+        if problem:  # librealsense's own error path for a bad file once aborted the process from its thread
+            raise CameraError(f"{self.name}.recording: {path} is not a readable RealSense recording: {problem}")
         try:
             device = self._context.load_device(str(path))
         except RuntimeError as err:
@@ -128,23 +137,6 @@ class RealSenseCamera:
         raise CameraError(f"{self.name}: {source} offers no rgb8 colour stream {wanted}; "
                           f"colour modes offered: {offered or 'none'}")
 
-    def _on_frame(self, frame) -> None:
-        """Runs on librealsense's callback thread: hand one frame (copied out of the SDK buffer) to `read`."""
-        item = CameraFrame(rgb=np.asanyarray(frame.get_data()).copy(), timestamp_ms=float(frame.get_timestamp()))
-        if self._live:  # keep only the newest frame
-            try:
-                self._frames.get_nowait()
-            except queue.Empty:
-                pass
-            self._frames.put_nowait(item)
-            return
-        while not self._closing.is_set():  # playback waits for this callback: that is the back-pressure
-            try:
-                self._frames.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
     def read(self) -> CameraFrame:
         """The next frame (live: the newest one).
 
@@ -165,6 +157,38 @@ class RealSenseCamera:
     def close(self) -> None:
         """Stop the stream (idempotent)."""
         self._finalizer()
+
+
+def _recording_problem(path: Path) -> str | None:
+    """Why `path` is not a librealsense ROS2 recording (an SQLite file with its `/file_version` topic), or None."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"topics", "messages"} <= tables:
+                return f"an SQLite file without the ROS2 bag tables topics and messages (it has {sorted(tables)})"
+            if db.execute("SELECT 1 FROM topics WHERE name = '/file_version'").fetchone() is None:
+                return "a ROS2 bag without librealsense's /file_version topic"
+    except sqlite3.DatabaseError as err:
+        return f"not a ROS2 .db3 bag ({err})"
+    return None
+
+
+def _deliver(frames: queue.Queue, closing: threading.Event, live: bool, frame) -> None:
+    """Runs on librealsense's callback thread: hand one frame (copied out of the SDK buffer) to `read`."""
+    item = CameraFrame(rgb=np.asanyarray(frame.get_data()).copy(), timestamp_ms=float(frame.get_timestamp()))
+    if live:  # keep only the newest frame
+        try:
+            frames.get_nowait()
+        except queue.Empty:
+            pass
+        frames.put_nowait(item)
+        return
+    while not closing.is_set():  # playback waits for this callback: that is the back-pressure
+        try:
+            frames.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 def _stop_stream(sensor, closing: threading.Event) -> None:

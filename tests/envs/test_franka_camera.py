@@ -5,7 +5,11 @@ No camera is attached here, so the live path is checked only for its fast, clear
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import sqlite3
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -66,6 +70,25 @@ def test_missing_or_unreadable_recordings_fail_clearly(tmp_path):
     junk.write_text("not a recording")
     with pytest.raises(CameraError, match="cam.recording: .*junk.db3 is not a readable RealSense recording"):
         RealSenseCamera(camera_config(recording=str(junk)), "cam")
+    other = tmp_path / "other.db3"  # an SQLite file, but not a ROS2 bag
+    with contextlib.closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE runs (id INTEGER)")
+    with pytest.raises(CameraError, match=r"cam.recording: .*other.db3 is not a readable RealSense recording: "
+                                          r"an SQLite file without the ROS2 bag tables"):
+        RealSenseCamera(camera_config(recording=str(other)), "cam")
+
+
+def test_a_dropped_camera_is_freed_at_once_without_the_cyclic_gc(recorded):
+    """librealsense objects must die on the thread that drops them, not whenever (and wherever) the GC runs."""
+    camera = RealSenseCamera(camera_config(recording=str(recorded["color"])), "cam")
+    camera.read()
+    alive = weakref.ref(camera)
+    gc.disable()
+    try:
+        del camera
+        assert alive() is None
+    finally:
+        gc.enable()
 
 
 def test_a_camera_that_is_not_connected_fails_fast_naming_the_key():
