@@ -45,3 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_metrics({"checkpoint": args.checkpoint, "scene": args.scene, **probe.to_dict()}, args.out)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

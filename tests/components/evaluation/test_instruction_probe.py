@@ -7,6 +7,8 @@ table means; a tiny random checkpoint (tests/fixtures/tiny_policy.py) runs it en
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -81,3 +83,9 @@ def test_a_real_checkpoint_end_to_end_through_the_cli(tmp_path, env, capsys):
     assert written["distance"]["turn_off_lightbulb"]["turn_off_lightbulb"] == 0.0
     np.testing.assert_allclose(written["distance"]["turn_on_lightbulb"]["turn_off_lightbulb"],
                                probe.distance[0, 1], rtol=1e-5)
+
+
+def test_the_module_runs_as_a_command():
+    done = subprocess.run([sys.executable, "-m", "workflows.instruction_probe", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "--starts" in done.stdout
