@@ -162,7 +162,7 @@ class RealSenseCamera:
 def _recording_problem(path: Path) -> str | None:
     """Why `path` is not a librealsense ROS2 recording (an SQLite file with its `/file_version` topic), or None."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
             tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not {"topics", "messages"} <= tables:
                 return f"an SQLite file without the ROS2 bag tables topics and messages (it has {sorted(tables)})"
