@@ -23,6 +23,7 @@ from components.evaluation.instruction_probe import probe_instructions  # noqa: 
 from components.evaluation.policy import load_inference  # noqa: E402
 from components.evaluation.task_trials import ARTICULATED  # noqa: E402
 from envs.playtable import PlayTableEnv  # noqa: E402
+from envs.tasks import load_eval_instructions  # noqa: E402
 
 
 @cli_main
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.starts < 1:
         parser.error(f"--starts: at least 1, got {args.starts}")
     tasks = ARTICULATED if args.tasks == "articulated" else tuple(args.tasks.split(","))
+    unknown = [t for t in tasks if t not in load_eval_instructions()]
+    if unknown:  # before the model loads
+        parser.error(f"--tasks: no CALVIN evaluation sentence for {unknown}")
     engine = load_inference(args.checkpoint)
     with PlayTableEnv(args.scene, cameras=True) as env:
         probe = probe_instructions(engine, env, tasks, starts=args.starts)

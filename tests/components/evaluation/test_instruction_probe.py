@@ -89,3 +89,10 @@ def test_the_module_runs_as_a_command():
     done = subprocess.run([sys.executable, "-m", "workflows.instruction_probe", "--help"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "--starts" in done.stdout
+
+
+def test_an_unknown_task_on_the_command_line_stops_before_the_model_loads(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        instruction_probe.main(["--checkpoint", str(tmp_path / "absent"), "--tasks", "open_drawer,fly_away"])
+    assert stopped.value.code == 2
+    assert "--tasks: no CALVIN evaluation sentence for ['fly_away']" in capsys.readouterr().err
