@@ -222,6 +222,9 @@ class TrainConfig:
     lambda_act: float = _f(ge=0.0)
     # robot (PRE/ACT) data: source ("calvin", "bridge") -> sampling weight; the MMU share is set by mmu_batch_size
     robot_mix: dict[str, float]
+    # task of a robot language window -> times each of its frames is drawn per epoch (a whole number >= 1); a task not
+    # named is drawn once. Raises a task's share of the samples without dropping or duplicating data on disk
+    task_repeats: dict[str, int]
     # prefix the robot (PRE/ACT) prompt with CLIP tokens + scene description before the instruction (the paper's L')
     mmu_condition: bool
     # Ray Train workers (data-parallel ranks)
@@ -256,6 +259,9 @@ class TrainConfig:
                 raise ValueError(f"robot_mix.{source}: unknown source; one of {list(ROBOT_SOURCES)}")
             if not weight > 0:
                 raise ValueError(f"robot_mix.{source}: must be > 0, got {weight}")
+        for task, times in self.task_repeats.items():
+            if times < 1:
+                raise ValueError(f"task_repeats.{task}: must be >= 1, got {times}")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ A robot sample is one frame t of a language window [start, end] (UP-VLA's DataPr
   padded as the reference does (zero pose, the last valid gripper repeated) and False in `action_mask`;
 * `instruction`, and with the MMU-conditioned prompt the ground-truth `description` and the scene image;
 * `robot_obs` (15,): the frame's CALVIN robot_obs, with `model.proprio` (read from the ingested frames table).
+With `<stage>.task_repeats` a window's frames are listed that many times (a bigger epoch, the same data).
 What a loss with weight 0 does not need is never loaded (no future codes, no actions, no scene images).
 
 An MMU sample is one VQA row: the image (CLIP-normalised) and the conversation tokenised with labels on
@@ -21,7 +22,7 @@ numpy / Arrow buffers (shared copy-on-write by DataLoader workers) and read imag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ class RobotDataset(Dataset):
     """PRE/ACT samples of some robot sources and one split (see the module docstring)."""
 
     def __init__(self, tokens_dir: Path, ingested_dir: Path, spec: RobotSpec, *, sources: Sequence[str],
-                 split: str = "training") -> None:
+                 split: str = "training", task_repeats: Mapping[str, int] | None = None) -> None:
         self.spec, self.sources = spec, tuple(sources)
         where = (pc.field("split") == split) & pc.field("dataset").isin(list(self.sources))
         frames = read_table(tokens_dir / FRAMES, columns=self._columns(), filters=where)
@@ -108,8 +109,10 @@ class RobotDataset(Dataset):
         if windows.num_rows == 0:
             raise ValueError(f"{ingested_dir / WINDOWS}: no language windows of {self.sources} in split {split!r}")
         self.instructions = windows.column("instruction").to_pylist()
+        self.tasks = windows.column("task").to_pylist()
         self.window_rows = self._window_rows(windows, str(tokens_dir / FRAMES))
         self._index_samples()
+        self._repeat_tasks(dict(task_repeats or {}))
 
     def _columns(self) -> list[str]:
         cols = ["dataset", "split", "episode", "step", "static_codes"]
@@ -178,6 +181,17 @@ class RobotDataset(Dataset):
                 raise ValueError(f"mmu_condition needs a scene description for every frame, but {len(missing)} "
                                  f"frames of {self.sources} have none (ingest describes CALVIN frames whose scene "
                                  "is known from scene_info.npy, with envs' description function)")
+
+    def _repeat_tasks(self, repeats: dict[str, int]) -> None:
+        """Draw every sample of a window of task T `repeats[T]` times per epoch (`<stage>.task_repeats`).
+
+        A task none of this dataset's windows has is ignored here; `make_train_batches` checks that each
+        named task is in some source.
+        """
+        if not repeats:
+            return
+        times = np.array([repeats.get(task, 1) for task in self.tasks], dtype=np.int64)[self.sample_window]
+        self.sample_window, self.sample_row = np.repeat(self.sample_window, times), np.repeat(self.sample_row, times)
 
     def __len__(self) -> int:
         return len(self.sample_row)
