@@ -122,6 +122,17 @@ def set_action_stats(job: TrainJob, session: TrainSession, model: VLAModel, stre
                             for name, values in (("mean", mean), ("std", std)) for i, v in enumerate(values)})
 
 
+def log_epoch_sizes(job: TrainJob, session: TrainSession, stream: TrainStream) -> None:
+    """Log each robot source's samples per epoch (`task_repeats` included) as `<stage>/epoch_samples_<source>`."""
+    loader = stream.batches.loaders.get("robot")
+    if loader is None or session.rank != 0:
+        return
+    sizes = {source: len(ds) for source, ds in zip(job.train.robot_mix, loader.dataset.datasets, strict=True)}
+    job.log.log_params({f"{job.stage}/epoch_samples_{source}": n for source, n in sizes.items()})
+    print(f"{job.stage}: robot samples per epoch {sizes}"
+          + (f" (task_repeats {job.train.task_repeats})" if job.train.task_repeats else ""), flush=True)
+
+
 def set_proprio_stats(job: TrainJob, session: TrainSession, model: VLAModel, stream: TrainStream) -> None:
     """Standardise the proprioception features by this stage's robot data (`model.proprio`, λ_ACT > 0).
 
@@ -207,6 +218,7 @@ def train_worker(job: TrainJob, session: TrainSession) -> None:
         model.enable_gradient_checkpointing()
     stream = make_train_stream(job.train, job.model, job.inputs, model.text_tokenizer, seed=job.seed,
                                rank=session.rank, world_size=session.world_size)
+    log_epoch_sizes(job, session, stream)
     set_action_stats(job, session, model, stream)
     set_proprio_stats(job, session, model, stream)
     plain = meta_copy(model)
