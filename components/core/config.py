@@ -34,6 +34,7 @@ import yaml
 
 from envs.config import EnvConfig
 from envs.franka.config import FrankaConfig
+from envs.symbolic import TASK_ORDER
 from model.config import ModelConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -222,8 +223,8 @@ class TrainConfig:
     lambda_act: float = _f(ge=0.0)
     # robot (PRE/ACT) data: source ("calvin", "bridge") -> sampling weight; the MMU share is set by mmu_batch_size
     robot_mix: dict[str, float]
-    # task of a robot language window -> times each of its frames is drawn per epoch (a whole number >= 1); a task not
-    # named is drawn once. Raises a task's share of the samples without dropping or duplicating data on disk
+    # CALVIN task of a robot language window -> times each of its frames is drawn per epoch (a whole number >= 1); a
+    # task not named is drawn once. Raises a task's share of the samples without dropping or duplicating data on disk
     task_repeats: dict[str, int]
     # prefix the robot (PRE/ACT) prompt with CLIP tokens + scene description before the instruction (the paper's L')
     mmu_condition: bool
@@ -260,6 +261,8 @@ class TrainConfig:
             if not weight > 0:
                 raise ValueError(f"robot_mix.{source}: must be > 0, got {weight}")
         for task, times in self.task_repeats.items():
+            if task not in TASK_ORDER:
+                raise ValueError(f"task_repeats.{task}: not a CALVIN task; one of {', '.join(sorted(TASK_ORDER))}")
             if times < 1:
                 raise ValueError(f"task_repeats.{task}: must be >= 1, got {times}")
 

@@ -299,12 +299,12 @@ def test_pose_stats_need_robot_actions(pipeline_data, tok):
         batches.pose_stats()
 
 
-def test_task_repeats_draw_a_tasks_frames_that_many_times_per_epoch(pipeline_data, tok):
+def test_task_repeats_draw_a_tasks_frames_that_many_times_per_epoch(pipeline_data):
     plain = RobotDataset(pipeline_data.tokens, pipeline_data.ingested, spec(pipeline_data), sources=("calvin",))
     tasks = [t for t in plain.tasks if t is not None]
     task = tasks[0]
     repeated = RobotDataset(pipeline_data.tokens, pipeline_data.ingested, spec(pipeline_data), sources=("calvin",),
-                            task_repeats={task: 3, "a_task_of_another_source": 2})
+                            task_repeats={task: 3})
     of_task = np.array([plain.tasks[w] == task for w in plain.sample_window])
     assert of_task.any() and not of_task.all()
     assert len(repeated) == len(plain) + 2 * of_task.sum()
@@ -313,10 +313,7 @@ def test_task_repeats_draw_a_tasks_frames_that_many_times_per_epoch(pipeline_dat
     assert sorted(zip(repeated.sample_window.tolist(), repeated.sample_row.tolist(), strict=True)) == expected
     # the normalisation statistics describe the data, not how often it is drawn
     np.testing.assert_array_equal(repeated.pose_moments()[0], plain.pose_moments()[0])
-
-    cfg = dataclasses.replace(pipeline_data.cfg.tune, batch_size=2, lambda_mmu=0.0, mmu_condition=False,
-                              task_repeats={"turn_on_teleporter": 2})
-    with pytest.raises(ValueError, match=r"task_repeats.turn_on_teleporter: no training language window of that "
-                                         rf"task in .*windows \(calvin\); its tasks: .*{task}"):
-        make_train_batches(cfg, pipeline_data.cfg.model, tokens_dir=pipeline_data.tokens,
-                           ingested_dir=pipeline_data.ingested, text_tokenizer=tok)
+    # a CALVIN task this data has no window of (a small dataset) changes nothing
+    absent = RobotDataset(pipeline_data.tokens, pipeline_data.ingested, spec(pipeline_data), sources=("calvin",),
+                          task_repeats={"a_task_of_another_source": 2})
+    assert len(absent) == len(plain)
