@@ -185,8 +185,8 @@ class RobotDataset(Dataset):
     def _repeat_tasks(self, repeats: dict[str, int]) -> None:
         """Draw every sample of a window of task T `repeats[T]` times per epoch (`<stage>.task_repeats`).
 
-        A task none of this dataset's windows has changes nothing (its name is checked against CALVIN's tasks by
-        the config; the training loop logs the epoch's size).
+        A task none of this dataset's windows has changes nothing (a small dataset may lack one); the training
+        loop logs each source's epoch size, which shows whether a repeat took effect.
         """
         if not repeats:
             return
