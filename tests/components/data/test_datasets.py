@@ -168,11 +168,12 @@ def test_ranks_see_disjoint_positions_of_one_order():
 
 
 def test_train_batches_resume_where_they_stopped(pipeline_data, tok):
-    cfg = dataclasses.replace(pipeline_data.cfg.tune, batch_size=4, mmu_batch_size=2, mmu_condition=False)
+    cfg = dataclasses.replace(pipeline_data.cfg.tune, batch_size=4, mmu_batch_size=2, mmu_condition=False,
+                              task_repeats={})
     kwargs = {"tokens_dir": pipeline_data.tokens, "ingested_dir": pipeline_data.ingested, "text_tokenizer": tok}
     first = make_train_batches(cfg, pipeline_data.cfg.model, **kwargs)
     stream = iter(first)
-    for _ in range(12):  # past an epoch of robot batches (43 samples -> 10 batches)
+    for _ in range(12):  # past an epoch of robot batches (43 samples -> 10 batches; no task drawn twice)
         next(stream)
     state = first.state_dict()
     expected = next(stream)
