@@ -162,6 +162,10 @@ def make_train_batches(cfg: TrainConfig, model: ModelConfig, *, tokens_dir: Path
                             mmu_condition=cfg.mmu_condition)
         sets = [RobotDataset(tokens_dir, ingested_dir, spec, sources=(name,), split=split,
                              task_repeats=cfg.task_repeats) for name in cfg.robot_mix]
+        found = {task for s in sets for task in s.tasks}
+        for task in sorted(set(cfg.task_repeats) - found):  # not an error: a small dataset may lack a task
+            print(f"task_repeats.{task}: no {split} language window of that task in {ingested_dir}/windows "
+                  f"({', '.join(cfg.robot_mix)}), so it changes nothing (misspelt?)", flush=True)
         sampler = MixingSampler([len(s) for s in sets], list(cfg.robot_mix.values()), rank=rank,
                                 world_size=world_size, seed=seed)
         robot = DataLoader(ConcatDataset(sets), batch_size=cfg.batch_size, sampler=sampler, drop_last=True,

@@ -300,7 +300,7 @@ def test_pose_stats_need_robot_actions(pipeline_data, tok):
         batches.pose_stats()
 
 
-def test_task_repeats_draw_a_tasks_frames_that_many_times_per_epoch(pipeline_data):
+def test_task_repeats_draw_a_tasks_frames_that_many_times_per_epoch(pipeline_data, tok, capsys):
     plain = RobotDataset(pipeline_data.tokens, pipeline_data.ingested, spec(pipeline_data), sources=("calvin",))
     tasks = [t for t in plain.tasks if t is not None]
     task = tasks[0]
@@ -318,3 +318,8 @@ def test_task_repeats_draw_a_tasks_frames_that_many_times_per_epoch(pipeline_dat
     absent = RobotDataset(pipeline_data.tokens, pipeline_data.ingested, spec(pipeline_data), sources=("calvin",),
                           task_repeats={"a_task_of_another_source": 2})
     assert len(absent) == len(plain)
+    cfg = dataclasses.replace(pipeline_data.cfg.tune, batch_size=2, lambda_mmu=0.0, mmu_condition=False,
+                              task_repeats={"opne_drawer": 2})
+    make_train_batches(cfg, pipeline_data.cfg.model, tokens_dir=pipeline_data.tokens,
+                       ingested_dir=pipeline_data.ingested, text_tokenizer=tok)
+    assert "task_repeats.opne_drawer: no training language window of that task" in capsys.readouterr().out
