@@ -50,15 +50,18 @@ def _sigint_handler_left_as_found(request):
         warnings.warn(f"{request.node.nodeid} left SIGINT handler {after!r} (restored {before!r})", stacklevel=1)
 
 
+ROBOT_TEST_TIMEOUT_S = 240  # a robot test takes seconds; a hung simulator or libfranka call fails it in minutes
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 
-    if torch.cuda.is_available():
-        return
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "gpu" in item.keywords:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+        if "robot" in item.keywords and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(ROBOT_TEST_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
@@ -73,9 +76,13 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def franky_sim_host():
-    """The loopback address of a franky-sim MuJoCo Franka shared by the session's `robot` tests."""
+    """The loopback address of a fresh franky-sim MuJoCo Franka for one `robot` test (~1.6 s to start).
+
+    One server per test, not per session: a test that fails mid-motion (seen once in CI, on a 2-core
+    runner) must not leave the next test a simulator in an unknown state.
+    """
     import importlib.util
 
     found = importlib.util.find_spec("franky") is not None and importlib.util.find_spec("franky_sim") is not None

@@ -27,6 +27,7 @@ STOP_JOIN_S = 2.0
 GRIPPER_TIMEOUT_S = 10.0
 JOINT_TOLERANCE_RAD = 0.005
 SETTLE_TIMEOUT_S = 5.0
+JOINT_MOTION_TIMEOUT_S = 60.0  # homing from anywhere in the workspace at the shipped dynamics factor takes < 15 s
 
 
 class RobotConnectionError(ConnectionError):
@@ -193,7 +194,12 @@ class FrankaArm:
         joints = np.asarray(joints, dtype=np.float64)
         self.stop()  # franky cannot switch a running motion from Cartesian to joint control
         self._guard(lambda: self.robot.move(franky.JointMotion(joints), asynchronous=True))
-        self._guard(lambda: self._wait(lambda: self.robot.join_motion(timeout=POLL_S)))
+        try:
+            self._guard(lambda: self._wait(lambda: self.robot.join_motion(timeout=POLL_S),
+                                           timeout_s=JOINT_MOTION_TIMEOUT_S, what="the joint motion"))
+        except RobotFaultError:
+            self.stop()  # a motion that never ends is not left running
+            raise
 
         def arrived() -> bool:
             if np.abs(self.robot.state.q - joints).max() < JOINT_TOLERANCE_RAD:

@@ -1,7 +1,7 @@
 """The real-robot environment (envs/franka) against franky-sim: a MuJoCo Franka on libfranka's protocol.
 
-Cameras play recordings written by tests/fixtures/realsense.py. The shared `franky_sim_host` server
-(tests/conftest.py) starts once per session; every test begins with `reset()`, which homes the arm.
+Cameras play recordings written by tests/fixtures/realsense.py. Each test gets its own `franky_sim_host`
+server (tests/conftest.py) and begins with `reset()`, which homes the arm.
 Budget: about 40 s in all, most of it real-time robot motion at the shipped 10 Hz control rate.
 These tests need franky-sim and its libfranka client (in this process) to keep real time; the server
 runs as SCHED_FIFO when allowed (tests/fixtures/sim_robot.py). On a machine oversubscribed by other
@@ -38,7 +38,7 @@ def recordings(tmp_path_factory):
 
 @pytest.fixture
 def make_env(franky_sim_host, recordings):
-    """Open FrankaEnvs on the shared simulator (confirmations answered yes), closed after the test."""
+    """Open FrankaEnvs on the test's simulator (confirmations answered yes), closed after the test."""
     opened = []
 
     def make(confirm=lambda question: True, **changes):
