@@ -40,6 +40,7 @@ from envs.franka.robot import ArmState, FrankaArm, RobotFaultError
 
 HOME_TOLERANCE_M = 0.005
 HOME_TOLERANCE_RAD = 0.02
+SAME_TARGET_TOL = 1e-6  # m, and per rotation-matrix entry: an unchanged target's round-off (euler, ~2e-8 near roll pi)
 
 
 class OperatorAbort(RuntimeError):
@@ -164,11 +165,15 @@ class FrankaEnv:
             current = self.robot.read()
             plan = plan_step(self.cfg, self._target, current.pose, action, self._home)
             gripper = float(plan.action[6])
+            moved = not same_pose(plan.target, self._target)
             if not self.cfg.dry_run:
                 self.robot.check_ready()  # a fault ends the episode: never recovered here
-                self.robot.move_to(plan.target)
+                if moved:
+                    self.robot.move_to(plan.target)
                 self.robot.command_gripper(open_=gripper > 0)
-            self._target, self._gripper_action = plan.target, gripper
+            self._gripper_action = gripper
+            if moved:  # an unchanged target keeps its exact value: round-off never accumulates
+                self._target = plan.target
             overrun = self._wait_for_tick()
             if not self.cfg.dry_run:
                 self.robot.check_ready()  # a reflex during this step ends the episode now, not one step later
@@ -260,3 +265,15 @@ class FrankaEnv:
         return {"robot_info": {"tcp_pos": state.pose.position, "tcp_orn": state.quaternion_xyzw,
                                "gripper_opening_width": state.gripper_width, "arm_joint_states": state.joints,
                                "gripper_action": self._gripper_action, "mode": state.mode}}
+
+
+def same_pose(a: Pose, b: Pose) -> bool:
+    """Whether two commanded targets are the same pose up to float round-off.
+
+    A zero action keeps CALVIN's target where it is. The running motion already goes there (or the arm
+    rests there, after a reset), so `step` sends no new motion: a zero-length Cartesian motion planned
+    from a resting arm's measured, never exactly zero, velocity can fail in franky's planner (Ruckig
+    -111, seen on franky-sim) and end the episode for nothing.
+    """
+    return bool(np.allclose(a.matrix, b.matrix, rtol=0.0, atol=SAME_TARGET_TOL))
+

@@ -124,6 +124,21 @@ def test_the_gripper_follows_the_last_action(make_env):
     np.testing.assert_allclose(obs["robot_obs"][7:14], env.cfg.home_joints, atol=0.02)
 
 
+def test_a_zero_action_sends_no_new_motion(make_env):
+    env = make_env()
+    env.reset()
+    env.arm("Scene ready?")
+    sent = []
+    move_to = env.robot.move_to
+    env.robot.move_to = lambda target: sent.append(target) or move_to(target)
+    run(env, np.r_[np.zeros(6), 1.0], 3)  # the arm rests at the target reset measured: nothing to plan
+    assert sent == []
+    _, info = run(env, [0.5, 0, 0, 0, 0, 0, 1.0], 1)
+    run(env, np.r_[np.zeros(6), 1.0], 3)  # the running motion already goes to the unchanged target
+    assert len(sent) == 1
+    np.testing.assert_allclose(sent[0].position, info["target"][:3])
+
+
 def test_targets_outside_the_workspace_are_clipped_and_never_reached(make_env, franky_sim_host, recordings):
     home_z = 0.487  # TCP height at the shipped home pose on franky-sim's FR3
     env = make_env(workspace_min=(0.25, -0.35, home_z - 0.03))
