@@ -56,9 +56,9 @@ ROBOT_TEST_TIMEOUT_S = 240  # a robot test takes seconds; a hung simulator or li
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 
-    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    cuda, skip_gpu = torch.cuda.is_available(), pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "gpu" in item.keywords and not torch.cuda.is_available():
+        if "gpu" in item.keywords and not cuda:
             item.add_marker(skip_gpu)
         if "robot" in item.keywords and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(ROBOT_TEST_TIMEOUT_S))

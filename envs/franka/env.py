@@ -276,4 +276,3 @@ def same_pose(a: Pose, b: Pose) -> bool:
     -111, seen on franky-sim) and end the episode for nothing.
     """
     return bool(np.allclose(a.matrix, b.matrix, rtol=0.0, atol=SAME_TARGET_TOL))
-
