@@ -2,7 +2,7 @@
 
 Cameras play recordings written by tests/fixtures/realsense.py. Each test gets its own `franky_sim_host`
 server (tests/conftest.py) and begins with `reset()`, which homes the arm.
-Budget: about 40 s in all, most of it real-time robot motion at the shipped 10 Hz control rate.
+Budget: about 70 s in all (1.6 s of it per test starting the simulator), most of it real-time robot motion at 10 Hz.
 These tests need franky-sim and its libfranka client (in this process) to keep real time; the server
 runs as SCHED_FIFO when allowed (tests/fixtures/sim_robot.py). On a machine oversubscribed by other
 work (seen: load > ~12 on 2 cores) the client falls behind and the simulated arm overshoots or franky's
