@@ -172,6 +172,9 @@ class ModelConfig:
     # the action queries also read the robot's proprioception (CALVIN robot_obs through a small MLP, added to
     # each query's embedding; model/proprio.py). UP-VLA has none
     proprio: bool
+    # with `proprio`: the state read includes the gripper (its opening width and last command); false = the arm's
+    # pose and joints only, so the action queries cannot copy the gripper's state into the gripper action
+    proprio_gripper: bool
     # `packed`: our PRE/ACT sequence (no pads in the positions, image rows never see the action queries); `reference`:
     # the authors' layout exactly: a left-padded text slot of max_text_len + 1 tokens ([PAD]s, <|pre|>, bos,
     # instruction, eos) whose pads still take positions, and image rows that also see the action queries

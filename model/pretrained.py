@@ -46,7 +46,7 @@ from model.weights_io import check_keys
 if TYPE_CHECKING:  # model/vq.py does not import this module: no cycle
     from model.vq import VQModel
 
-FORMAT, VERSION = "upvla", 3
+FORMAT, VERSION = "upvla", 4
 CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
 META_KEYS = ("format", "version", "eos_id", "model")
 
@@ -93,8 +93,14 @@ def _no_new_weights(state: dict[str, Tensor], cfg: ModelConfig) -> None:
     """A step whose defaults add no parameters (the old architecture is selected)."""
 
 
+def _v3_config(model: dict[str, Any]) -> dict[str, Any]:
+    # v4 added proprio_gripper; every v3 checkpoint that reads proprioception reads the gripper too
+    return {"proprio_gripper": True, **model}
+
+
 # ordered: MIGRATIONS[i] reads version i + 1; a folder of version v goes through MIGRATIONS[v - 1:]
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, _v1_config, _v1_weights), Migration(2, _v2_config, _no_new_weights))
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, _v1_config, _v1_weights), Migration(2, _v2_config, _no_new_weights),
+                                     Migration(3, _v3_config, _no_new_weights))
 
 
 def config_from_dict(raw: Any, *, version: int = VERSION, source: str | Path = CONFIG_NAME) -> ModelConfig:

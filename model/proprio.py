@@ -12,6 +12,11 @@ queries, so future-frame prediction is unchanged.
     features  (18,)  position, sin and cos of each euler angle (no jump where an angle wraps at +-pi),
                      width, joints, gripper action; standardised per feature with the training data's
                      mean and std (buffers saved with the weights, set by `ProprioEncoder.set_stats`)
+
+`model.proprio_gripper: false` zeroes the two gripper features (width, last command) after standardising: the
+encoder keeps its shape (a checkpoint's weights load either way) and reads the arm's pose and joints only. A
+policy that reads its own last gripper command can learn to repeat it (right on nearly every training frame)
+instead of learning when to close from the images.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torch import Tensor, nn
 
 ROBOT_OBS_DIM = 15
 NUM_FEATURES = 18
+GRIPPER_FEATURES = (9, 17)  # the opening width and the last gripper command, in `proprio_features`' order
 
 
 def proprio_features(robot_obs: Tensor) -> Tensor:
@@ -37,12 +43,17 @@ class ProprioEncoder(nn.Module):
     """robot_obs -> (B, D) embedding added to the action queries: standardise, then Linear-GELU-Linear.
 
     The last layer starts at zero, so a fresh encoder leaves the model exactly as it was without it.
+    With `gripper=False` the gripper features are zeroed after standardising (`model.proprio_gripper`).
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, gripper: bool = True):
         super().__init__()
         self.register_buffer("mean", torch.zeros(NUM_FEATURES))
         self.register_buffer("std", torch.ones(NUM_FEATURES))
+        keep = torch.ones(NUM_FEATURES)
+        if not gripper:
+            keep[list(GRIPPER_FEATURES)] = 0.0
+        self.register_buffer("keep", keep, persistent=False)  # from the config, not saved with the weights
         self.mlp = nn.Sequential(nn.Linear(NUM_FEATURES, dim), nn.GELU(), nn.Linear(dim, dim))
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)
@@ -62,5 +73,5 @@ class ProprioEncoder(nn.Module):
 
     def forward(self, robot_obs: Tensor) -> Tensor:
         """(B, 15) robot_obs -> (B, D) in the encoder's weight dtype."""
-        x = (proprio_features(robot_obs) - self.mean.float()) / self.std.float()
+        x = (proprio_features(robot_obs) - self.mean.float()) / self.std.float() * self.keep
         return self.mlp(x.to(self.mlp[0].weight.dtype))

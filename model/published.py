@@ -65,7 +65,7 @@ REFERENCE_MAP_HEADS = 8  # MAPBlock(n_heads=4) attends with 2 * n_heads heads
 REFERENCE_MAX_TEXT_LEN = 576  # their max_seq_length: the text slot is 577 columns
 ACTION_DIM = 7  # CALVIN rel_actions
 # ModelConfig fields their policy never reads (no RT-2 bins, no scene description): our defaults
-UNUSED_BY_THE_RELEASE = {"action_bins": 256, "max_description_len": 96}
+UNUSED_BY_THE_RELEASE = {"action_bins": 256, "max_description_len": 96, "proprio_gripper": True}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 

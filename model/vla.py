@@ -69,7 +69,7 @@ class VLAModel(PretrainedMixin, nn.Module):
         self.vq = build_vq(cfg.vq).requires_grad_(False)
         self.action_head = build_action_head(cfg)
         self.binner = ActionBinner(cfg.action_bins)
-        self.proprio = ProprioEncoder(cfg.hidden_size) if cfg.proprio else None
+        self.proprio = ProprioEncoder(cfg.hidden_size, gripper=cfg.proprio_gripper) if cfg.proprio else None
         # per-dimension pose statistics of the training data (`normalize_actions`); identity until
         # `set_action_stats`, saved with the weights so inference de-standardises with the same values
         self.register_buffer("action_mean", torch.zeros(cfg.action_dim - 1))

@@ -20,7 +20,7 @@ TINY = ModelConfig(
     vq=VQConfig(arch="compact", image_size=32, downsample=8, codebook_bits=6, base_channels=8, num_res_blocks=1,
                  channel_mult=None, res_blocks=None, decoder_channel_mult=None, decoder_res_blocks=None),
     num_views=1, chunk_len=4, delta_t=4, action_dim=7, action_head="map", action_bins=32, map_heads=2,
-    map_variant="ours", normalize_actions=True, proprio=False, prompt_layout="packed",
+    map_variant="ours", normalize_actions=True, proprio=False, proprio_gripper=True, prompt_layout="packed",
     max_text_len=16, max_description_len=12,
 )
 

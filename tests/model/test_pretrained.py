@@ -42,7 +42,7 @@ def test_save_load_gives_identical_outputs(tmp_path, action_head):
     model.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
     meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
-    assert meta["version"] == VERSION == 3 and meta["model"]["proprio"] is False
+    assert meta["version"] == VERSION == 4 and meta["model"]["proprio"] is False
     loaded = VLAModel.from_pretrained(tmp_path / "ckpt").eval()
     assert loaded.cfg == cfg and loaded.layout == model.layout
     assert torch.equal(loaded.action_mean, model.action_mean) and torch.equal(loaded.action_std, model.action_std)
@@ -119,14 +119,18 @@ def test_v1_checkpoint_with_proprio_keeps_it(tmp_path):
 
 def test_migrations_cover_every_earlier_version_in_order():
     assert [m.version for m in MIGRATIONS] == list(range(1, VERSION))
-    v1 = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in ("proprio", "normalize_actions")}
+    v1_lacks = ("proprio", "normalize_actions", "proprio_gripper")
+    v1 = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in v1_lacks}
     assert config_from_dict(v1, version=1) == dataclasses.replace(TINY, normalize_actions=False)
     # v3 added the published architectures; a v2 checkpoint is ours: compact VQ, our MAP head and prompt layout
     v3_fields = ("qk_layernorm", "map_variant", "prompt_layout")
-    v2 = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in v3_fields}
+    v2 = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in (*v3_fields, "proprio_gripper")}
     v2["vq"] = {k: v for k, v in v2["vq"].items() if k in ("image_size", "downsample", "codebook_bits", "base_channels",
                                                           "num_res_blocks")}
     assert config_from_dict(v2, version=2) == TINY
+    # v4 added proprio_gripper: a v3 checkpoint's proprioception read the gripper too
+    v3 = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "proprio_gripper"}
+    assert config_from_dict({**v3, "proprio": True}, version=3) == dataclasses.replace(TINY, proprio=True)
     assert config_from_dict(dataclasses.asdict(TINY)) == TINY
 
 
@@ -171,7 +175,8 @@ def set_vq(**fields):
     (lambda meta: meta.pop("format"), ["missing key(s) ['format']"]),
     (lambda meta: meta.update(step=3), ["unknown key(s) ['step']"]),
     (lambda meta: meta.update(format="pickle"), ["format: expected 'upvla', got 'pickle'"]),
-    (lambda meta: meta.update(version=VERSION + 1), ["version: 4", "written by a newer version", "upgrade"]),
+    (lambda meta: meta.update(version=VERSION + 1),
+     [f"version: {VERSION + 1}", "written by a newer version", "upgrade"]),
     (lambda meta: meta.update(version="1"), ["version: expected an integer"]),
     (lambda meta: meta.update(version=0), ["version: expected an integer >= 1"]),
     (lambda meta: meta.update(eos_id="x"), ["eos_id: expected null or an integer"]),

@@ -69,6 +69,29 @@ def test_actions_without_robot_obs_are_refused_but_the_future_frame_alone_needs_
     torch.testing.assert_close(only_frame.future_codes, model.predict(inputs, bf16=False).future_codes)
 
 
+def test_without_the_gripper_the_actions_ignore_its_width_and_last_command_but_not_the_arm():
+    model = trained_proprio_model(proprio_gripper=False)
+    inputs = robot_batch(model.cfg, batch=2, targets=False)
+    state = robot_obs(2, seed=1)
+    inputs.robot_obs = state
+    first = model.predict(inputs, bf16=False).actions
+    gripper = state.clone()
+    gripper[:, 6], gripper[:, 14] = -gripper[:, 6] + 0.05, -gripper[:, 14]  # width and last command
+    inputs.robot_obs = gripper
+    torch.testing.assert_close(model.predict(inputs, bf16=False).actions, first, rtol=0, atol=0)
+    arm = state.clone()
+    arm[:, 7:14] += 0.3  # the joints
+    inputs.robot_obs = arm
+    assert not torch.equal(model.predict(inputs, bf16=False).actions, first)
+    # the same weights with the gripper read do see it
+    reads_it = trained_proprio_model(proprio_gripper=True)
+    reads_it.load_state_dict(model.state_dict())
+    inputs.robot_obs = state
+    before = reads_it.predict(inputs, bf16=False).actions
+    inputs.robot_obs = gripper
+    assert not torch.equal(reads_it.predict(inputs, bf16=False).actions, before)
+
+
 def test_the_action_loss_trains_the_encoder_from_its_zero_start():
     torch.manual_seed(0)
     model = VLAModel(tiny(proprio=True))
