@@ -24,6 +24,7 @@ from envs.playtable.env import PlayTableEnv
 from envs.tasks import load_eval_instructions
 from model.batches import vq_pixels
 from model.config import VQConfig
+from model.pretrained import VERSION
 from model.vla import VLAModel
 from model.vocab import build_text_tokenizer
 from tests.conftest import PROJECT_ROOT
@@ -87,11 +88,12 @@ def test_inspect_names_every_published_folder(published, converted, capsys):
 def test_the_converted_folder_is_the_authors_policy_with_every_weight_theirs(published, converted):
     _, cfg, upvla, magvit = published
     meta = json.loads((converted / "config.json").read_text())
-    assert meta["version"] == 3
+    assert meta["version"] == VERSION
     model_cfg = meta["model"]
     assert (model_cfg["qk_layernorm"], model_cfg["prompt_layout"], model_cfg["map_variant"]) == (True, "reference",
                                                                                                  "reference")
     assert (model_cfg["num_views"], model_cfg["normalize_actions"], model_cfg["max_text_len"]) == (1, False, 576)
+    assert model_cfg["proprio"] is False  # the authors' policy reads no robot state
     assert model_cfg["vq"]["arch"] == "magvitv2" and model_cfg["map_heads"] == 8
     assert read_policy_settings(converted).mmu_condition is False
     model = VLAModel.from_pretrained(converted)
