@@ -199,6 +199,9 @@ class ModelConfig:
         if self.prompt_layout == "reference" and self.action_head != "map":
             raise ValueError("prompt_layout: the `reference` layout ends in MAP action queries; action_head must be "
                              "`map`")
+        if not self.proprio_gripper and not self.proprio:
+            raise ValueError("proprio_gripper: false leaves the gripper out of proprioception, but model.proprio is "
+                             "false (no proprioception is read); set model.proprio: true or leave proprio_gripper true")
         if self.map_variant == "reference" and self.action_head != "map":
             raise ValueError("map_variant: `reference` is a MAP head; action_head must be `map`")
         if self.map_variant == "reference" and self.normalize_actions:

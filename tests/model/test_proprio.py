@@ -92,6 +92,11 @@ def test_without_the_gripper_the_actions_ignore_its_width_and_last_command_but_n
     assert not torch.equal(reads_it.predict(inputs, bf16=False).actions, before)
 
 
+def test_leaving_the_gripper_out_of_no_proprioception_is_refused():
+    with pytest.raises(ValueError, match="proprio_gripper: false .* model.proprio is false"):
+        VLAModel(tiny(proprio=False, proprio_gripper=False))
+
+
 def test_the_action_loss_trains_the_encoder_from_its_zero_start():
     torch.manual_seed(0)
     model = VLAModel(tiny(proprio=True))
