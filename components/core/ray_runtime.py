@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import ray
 
+from components.core.entry import SUBMITTED_JOB_CONFIG
 from components.core.threads import thread_environment
 
 # Ray Train's detached PlacementGroupCleaner asks the State API whether the train controller is alive, every
@@ -23,8 +24,6 @@ from components.core.threads import thread_environment
 # logs "Failed to query Ray Train Controller actor state" ~3000 times per training stage.
 # The cleaner only matters when a controller dies ungracefully; a local Ray is shut down with its driver.
 _PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
-# what Ray's job supervisor gives the driver of a `ray job submit` job: the job config (its runtime_env) as JSON
-_SUBMITTED_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def _quiet_placement_group_cleaner() -> None:
@@ -37,7 +36,7 @@ def _submitted_job_env_vars() -> dict[str, str]:
 
     Ray refuses a driver's runtime_env that names one of them again; the job's workers have them anyway.
     """
-    raw = os.environ.get(_SUBMITTED_JOB_CONFIG)
+    raw = os.environ.get(SUBMITTED_JOB_CONFIG)
     if not raw:
         return {}
     return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}

@@ -76,10 +76,11 @@ def test_local_ray_workers_get_no_thread_wait_setting_the_user_did_not_choose():
 
 def test_a_submitted_jobs_own_env_vars_are_not_named_again(monkeypatch):
     # Ray refuses a driver runtime_env naming a variable the `ray job submit` runtime_env already sets
-    from components.core.ray_runtime import _SUBMITTED_JOB_CONFIG, _submitted_job_env_vars
+    from components.core.entry import SUBMITTED_JOB_CONFIG
+    from components.core.ray_runtime import _submitted_job_env_vars
 
-    monkeypatch.delenv(_SUBMITTED_JOB_CONFIG, raising=False)
+    monkeypatch.delenv(SUBMITTED_JOB_CONFIG, raising=False)
     assert _submitted_job_env_vars() == {}
     config = {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"GOMP_SPINCOUNT": "7"}}}
-    monkeypatch.setenv(_SUBMITTED_JOB_CONFIG, json.dumps(config))
+    monkeypatch.setenv(SUBMITTED_JOB_CONFIG, json.dumps(config))
     assert _submitted_job_env_vars() == {"GOMP_SPINCOUNT": "7"}
