@@ -161,18 +161,21 @@ class TrialSpec:
 
 def task_trials_once(cfg: ProjectConfig, model: str, folder: Path, spec: TrialSpec,
                      log: MetricLogger) -> dict[str, dict[str, int]]:
-    """{task: {"successes", "trials"}} of `model`, run unless `folder` holds them for the same tasks and count."""
+    """{task: {"successes", "trials"}} of `model`, run unless `folder` holds them for the same tasks and count.
+
+    Logged to `log` either way, so a re-run's variant run shows the trials it reused.
+    """
     path = folder / TRIALS_FILE
     wanted = {"tasks": list(spec.tasks), "trials": spec.trials}
-    if path.is_file():
-        record = json.loads(path.read_text())
-        if {k: record.get(k) for k in wanted} == wanted:
-            return record["results"]
-    found = evaluate_tasks(model, spec.tasks, trials=spec.trials, scene=cfg.env.scene, ep_len=cfg.evaluate.ep_len,
-                           workers=cfg.evaluate.num_workers)
-    results = {task: {"successes": r.successes, "trials": r.trials} for task, r in found.items()}
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**wanted, "results": results}, indent=2))
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if {k: record.get(k) for k in wanted} == wanted:
+        results = record["results"]
+    else:
+        found = evaluate_tasks(model, spec.tasks, trials=spec.trials, scene=cfg.env.scene,
+                               ep_len=cfg.evaluate.ep_len, workers=cfg.evaluate.num_workers)
+        results = {task: {"successes": r.successes, "trials": r.trials} for task, r in found.items()}
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**wanted, "results": results}, indent=2))
     successes, trials = sum(r["successes"] for r in results.values()), sum(r["trials"] for r in results.values())
     log.log_metrics({f"trials/{task}": r["successes"] / max(1, r["trials"]) for task, r in results.items()}
                     | {"trials/total_successes": successes, "trials/total": trials})
