@@ -44,11 +44,17 @@ def prepare_environment() -> None:
     """
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    if (SUBMITTED_JOB_CONFIG in os.environ and os.environ.get("OMP_NUM_THREADS") == "1"
+            and "OMP_NUM_THREADS" not in submitted_job_env_vars()):
+        del os.environ["OMP_NUM_THREADS"]
+
+
+def submitted_job_env_vars() -> dict[str, str]:
+    """The env_vars of the runtime_env a `ray job submit` gave this driver's job ({} outside such a job)."""
     raw = os.environ.get(SUBMITTED_JOB_CONFIG)
-    if raw and os.environ.get("OMP_NUM_THREADS") == "1":
-        named = (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
-        if "OMP_NUM_THREADS" not in named:
-            del os.environ["OMP_NUM_THREADS"]
+    if not raw:
+        return {}
+    return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
 
 
 def write_metrics(metrics: Mapping[str, Any], path: str | Path, *, echo: bool = False) -> Path:

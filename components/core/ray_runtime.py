@@ -8,7 +8,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from contextlib import contextmanager
 
 import ray
 
-from components.core.entry import SUBMITTED_JOB_CONFIG
+from components.core.entry import submitted_job_env_vars
 from components.core.threads import thread_environment
 
 # Ray Train's detached PlacementGroupCleaner asks the State API whether the train controller is alive, every
@@ -31,15 +30,6 @@ def _quiet_placement_group_cleaner() -> None:
     logging.getLogger(_PG_CLEANER_LOGGER).setLevel(logging.ERROR)
 
 
-def _submitted_job_env_vars() -> dict[str, str]:
-    """The env_vars of the runtime_env a `ray job submit` gave this driver's job ({} outside such a job).
-
-    Ray refuses a driver's runtime_env that names one of them again; the job's workers have them anyway.
-    """
-    raw = os.environ.get(SUBMITTED_JOB_CONFIG)
-    if not raw:
-        return {}
-    return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
 
 
 @contextmanager
@@ -57,7 +47,8 @@ def ray_connection(num_cpus: int | None = None, *, log_to_driver: bool = False) 
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        env_vars = {k: v for k, v in thread_environment().items() if k not in _submitted_job_env_vars()}
+        # Ray refuses a driver's runtime_env that names a variable the submitted job's runtime_env already sets
+        env_vars = {k: v for k, v in thread_environment().items() if k not in submitted_job_env_vars()}
         ray.init(address=address, log_to_driver=log_to_driver, runtime_env={"env_vars": env_vars})
     else:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only

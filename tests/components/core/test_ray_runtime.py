@@ -77,7 +77,7 @@ def test_local_ray_workers_get_no_thread_wait_setting_the_user_did_not_choose():
 def test_a_submitted_jobs_own_env_vars_are_not_named_again(monkeypatch):
     # Ray refuses a driver runtime_env naming a variable the `ray job submit` runtime_env already sets
     from components.core.entry import SUBMITTED_JOB_CONFIG
-    from components.core.ray_runtime import _submitted_job_env_vars
+    from components.core.entry import submitted_job_env_vars as _submitted_job_env_vars
 
     monkeypatch.delenv(SUBMITTED_JOB_CONFIG, raising=False)
     assert _submitted_job_env_vars() == {}
